@@ -1,0 +1,1 @@
+"""The QAT-ready MobileNetV3 expression classifier."""

@@ -1,0 +1,58 @@
+"""Hard-swish as a real layer, with the QuantizeConfig tfmot needs.
+
+The stock ``keras.applications`` MobileNetV3 builds hard-swish from ``TFOpLambda``
+ops, which ``tfmot.quantization.keras.quantize_model`` cannot wrap. This layer computes
+the same function, and its QuantizeConfig puts one 8-bit fake-quant on the output:
+the TFLite converter fuses the pattern into one int8 HARD_SWISH op. (The hard-sigmoid
+gate of squeeze-and-excitation is folded into a ReLU6, see ``mobilenetv3``.)
+"""
+
+from __future__ import annotations
+
+from edgefer._tf import keras, tf, tfmot
+
+_keras = keras()
+_tf = tf()
+_quantizers = tfmot().quantization.keras.quantizers
+
+
+class HardSwish(_keras.layers.Layer):
+    """x * relu6(x + 3) / 6 (Howard et al. 2019)."""
+
+    def call(self, inputs):
+        return inputs * _tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class OutputQuantizeConfig(tfmot().quantization.keras.QuantizeConfig):
+    """No weights to quantize; one asymmetric 8-bit fake-quant on the output."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [_quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+
+CUSTOM_LAYERS = {"HardSwish": HardSwish}
+CUSTOM_OBJECTS = {**CUSTOM_LAYERS, "OutputQuantizeConfig": OutputQuantizeConfig}
+
+
+def custom_object_scope():
+    """The one scope that building, QAT and loading all use."""
+    return tfmot().quantization.keras.quantize_scope(CUSTOM_OBJECTS)

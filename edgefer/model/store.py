@@ -1,0 +1,132 @@
+"""edgefer's Keras model files: ``model.json`` (architecture, stage, metadata) beside
+``model.weights.h5``. Loading rebuilds the network from edgefer's own code and reads
+weights only, so a model file can never execute code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from enum import Enum
+from pathlib import Path
+
+from edgefer.errors import ModelError
+from edgefer.preprocess import ModelInfo
+
+CONFIG_NAME = "model.json"
+WEIGHTS_NAME = "model.weights.h5"
+
+
+class Stage(str, Enum):
+    FLOAT = "float"
+    PRUNE = "prune"
+    QAT = "qat"
+    PQAT = "pqat"
+
+    @property
+    def quantized(self) -> bool:
+        return self in (Stage.QAT, Stage.PQAT)
+
+
+def model_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    folder = path.parent if path.name == CONFIG_NAME else path
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise ModelError(f"{path} is not an edgefer Keras model (a folder with "
+                         f"{CONFIG_NAME} and {WEIGHTS_NAME})")
+    return folder
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    try:
+        model_dir(path)
+    except ModelError:
+        return False
+    return True
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    file = model_dir(path) / CONFIG_NAME
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{file}: unreadable model record ({exc})") from exc
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with (model_dir(path) / WEIGHTS_NAME).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_for_stage(config, stage: Stage, prune_kwargs: dict | None = None):
+    """The network of ``config`` wrapped as ``stage`` wants (weights fresh)."""
+    from edgefer.model import qat
+    from edgefer.model.mobilenetv3 import build_model
+
+    model = build_model(config)
+    if stage is Stage.PRUNE:
+        return qat.prune(model, **(prune_kwargs or {"target_sparsity": 0.5,
+                                                   "begin_step": 0, "end_step": 1}))
+    if stage.quantized:
+        return qat.quantize(model, preserve_sparsity=stage is Stage.PQAT)
+    return model
+
+
+def save_model(model, folder: str | os.PathLike, config, stage: Stage, info: ModelInfo,
+               extra: dict | None = None) -> Path:
+    """Write weights and record to ``folder`` atomically (a temp folder, then rename)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(tmp / WEIGHTS_NAME))
+    record = {"format": "edgefer-keras", "stage": stage.value,
+              "model": {k: (v.value if isinstance(v, Enum) else v)
+                        for k, v in asdict(config).items()},
+              "info": info.to_dict(), **(extra or {})}
+    (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=1) + "\n")
+    if folder.exists():
+        for child in folder.iterdir():
+            if child.name in (CONFIG_NAME, WEIGHTS_NAME):
+                child.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for child in tmp.iterdir():
+        os.replace(child, folder / child.name)
+    tmp.rmdir()
+    return folder
+
+
+def load_model(path: str | os.PathLike):
+    """(keras model, stage, ModelInfo) from an edgefer model folder."""
+    from edgefer.model.mobilenetv3 import ModelConfig
+
+    record = read_record(path)
+    try:
+        config = ModelConfig(**record["model"])
+        stage = Stage(record["stage"])
+        info = ModelInfo.from_dict(record["info"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: invalid model record ({exc})") from exc
+    model = build_for_stage(config, stage)
+    try:
+        model.load_weights(str(model_dir(path) / WEIGHTS_NAME))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: weights do not load ({exc})") from exc
+    return model, stage, info
+
+
+def float_twin(model, config):
+    """The float network holding a QAT (or pruned) model's float weights."""
+    from edgefer.model.mobilenetv3 import build_model
+
+    twin = build_model(config)
+    wrapped = {getattr(layer, "layer", layer).name: layer for layer in model.layers}
+    for layer in twin.layers:
+        source = wrapped.get(layer.name)
+        if source is not None and layer.weights:
+            inner = getattr(source, "layer", source)
+            layer.set_weights(inner.get_weights()[: len(layer.weights)])
+    return twin

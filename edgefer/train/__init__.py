@@ -1,0 +1,1 @@
+"""Training: float, magnitude pruning, and (pruning-preserving) QAT stages."""

@@ -1,0 +1,153 @@
+"""Training options: one dataclass, read from TOML and overridden from the command line."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+
+from edgefer.errors import ConfigError
+from edgefer.model.mobilenetv3 import ModelConfig
+
+
+class Optimizer(str, Enum):
+    ADAMW = "adamw"
+    SGD = "sgd"
+
+
+class Schedule(str, Enum):
+    COSINE = "cosine"
+    PLATEAU = "plateau"
+
+
+class Loss(str, Enum):
+    CROSSENTROPY = "crossentropy"
+    FOCAL = "focal"
+
+
+class ClassWeights(str, Enum):
+    NONE = "none"
+    BALANCED = "balanced"
+    SQRT = "sqrt"  # square root of balanced: helps disgust without wrecking happy
+
+
+class Strategy(str, Enum):
+    DEFAULT = "default"
+    MIRRORED = "mirrored"
+    MULTIWORKER = "multiworker"
+
+
+@dataclass(frozen=True)
+class Augment:
+    flip: bool = True
+    shift: float = 0.1
+    rotation_deg: float = 10.0
+    zoom: float = 0.1
+    erasing: float = 0.25
+    mixup: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "edgefer-mnv3s"
+    data: str = ""
+    out: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: Augment = field(default_factory=Augment)
+    epochs: int = 30
+    prune: bool = True
+    prune_epochs: int = 4
+    target_sparsity: float = 0.5
+    qat_epochs: int = 3
+    batch_size: int = 128
+    optimizer: Optimizer = Optimizer.ADAMW
+    lr: float = 3e-3
+    qat_lr: float = 1e-4
+    weight_decay: float = 5e-4
+    schedule: Schedule = Schedule.COSINE
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    loss: Loss = Loss.CROSSENTROPY
+    focal_gamma: float = 2.0
+    class_weights: ClassWeights = ClassWeights.SQRT
+    val_fraction: float = 0.1
+    early_stopping: int = 8
+    seed: int = 0
+    limit: int | None = None
+    strategy: Strategy = Strategy.DEFAULT
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.type, str) and f.type in _ENUMS and not isinstance(value, Enum):
+                try:
+                    object.__setattr__(self, f.name, _ENUMS[f.type](value))
+                except ValueError:
+                    choices = ", ".join(e.value for e in _ENUMS[f.type])
+                    raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}") from None
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+        if not 0.0 <= self.target_sparsity < 1.0:
+            raise ConfigError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+    def data_path(self) -> Path:
+        from edgefer.datasets import default_data_path
+
+        path = Path(self.data) if self.data else default_data_path()
+        if path is None:
+            raise ConfigError("no FER2013 found: give data = PATH in the config or --data, "
+                              "or set EDGEFER_FER2013")
+        return path
+
+
+_ENUMS = {"Optimizer": Optimizer, "Schedule": Schedule, "Loss": Loss,
+          "ClassWeights": ClassWeights, "Strategy": Strategy}
+_NESTED = {"model": ModelConfig, "augment": Augment}
+
+
+def load_config(path: str | os.PathLike | None, **overrides) -> TrainConfig:
+    """A TrainConfig from a TOML file (sections [model], [augment]) and overrides.
+
+    Overrides use flat names; ``model.width=0.75`` style keys reach nested sections.
+    """
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        (raw.setdefault(section, {}) if section else raw)[name] = value
+    return _from_dict(raw)
+
+
+def _from_dict(raw: dict) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+    values = dict(raw)
+    try:
+        for name, cls in _NESTED.items():
+            if name in values:
+                values[name] = cls(**values[name])
+        return TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"invalid training option: {exc}") from exc
+
+
+def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,258 @@
+"""The training recipe: float -> QAT, and float -> pruning -> pruning-preserving QAT.
+
+Every stage checkpoints each epoch (``BackupAndRestore``) and writes its model and a
+``done.json`` when it ends, so a killed run resumes where it stopped. Model selection
+uses a stratified validation slice of the training split; PublicTest is read once, at
+the end, for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefer import __version__
+from edgefer._tf import keras, tf
+from edgefer.calibration import choose_subset
+from edgefer.data import FerSplit, load_split
+from edgefer.labels import NUM_CLASSES
+from edgefer.model import qat
+from edgefer.model.store import Stage, build_for_stage, float_twin, load_model, save_model
+from edgefer.preprocess import ModelInfo, Preprocess
+from edgefer.train.config import ClassWeights, Loss, Optimizer, Schedule, Strategy, TrainConfig
+from edgefer.train.pipeline import make_dataset
+
+_tf = tf()
+_keras = keras()
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: Stage
+    val_accuracy: float
+    epochs_run: int
+    seconds: float
+    images_per_s: float
+
+
+def split_train_val(train: FerSplit, fraction: float, seed: int) -> tuple[FerSplit, FerSplit]:
+    val_index = choose_subset(train, max(NUM_CLASSES, round(len(train) * fraction)), seed)
+    keep = np.setdiff1d(np.arange(len(train)), val_index)
+    return train.subset(keep), train.subset(val_index)
+
+
+def _without_blanks(split: FerSplit) -> FerSplit:
+    """FER2013 has a few all-black training images: they teach nothing."""
+    blank = {p.where for p in split.problems if p.kind == "blank"}
+    return split.subset(np.array([i for i, name in enumerate(split.ids) if name not in blank]))
+
+
+def class_weights(labels: np.ndarray, mode: ClassWeights) -> np.ndarray:
+    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
+    balanced = counts.sum() / (NUM_CLASSES * np.maximum(counts, 1))
+    weights = {ClassWeights.NONE: np.ones(NUM_CLASSES), ClassWeights.BALANCED: balanced,
+               ClassWeights.SQRT: np.sqrt(balanced)}[mode]
+    return weights / (weights[labels].mean())
+
+
+def _strategy(kind: Strategy):
+    if kind is Strategy.MIRRORED:
+        return _tf.distribute.MirroredStrategy()
+    if kind is Strategy.MULTIWORKER:
+        return _tf.distribute.MultiWorkerMirroredStrategy()
+    return _tf.distribute.get_strategy()
+
+
+def _loss(config: TrainConfig):
+    if config.loss is Loss.FOCAL:
+        return _keras.losses.CategoricalFocalCrossentropy(
+            gamma=config.focal_gamma, label_smoothing=config.label_smoothing)
+    return _keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+
+def _optimizer(config: TrainConfig, lr: float, epochs: int, steps_per_epoch: int):
+    if config.schedule is Schedule.COSINE:
+        warmup = min(config.warmup_epochs, max(epochs - 1, 0)) * steps_per_epoch
+        lr = _keras.optimizers.schedules.CosineDecay(
+            lr / 10 if warmup else lr, max(1, epochs * steps_per_epoch - warmup), alpha=0.01,
+            warmup_target=lr if warmup else None, warmup_steps=warmup)
+    if config.optimizer is Optimizer.SGD:
+        return _keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    return _keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+
+
+class Throughput(_keras.callbacks.Callback):
+    """Adds ``images_per_s`` (training images per second) to each epoch's logs."""
+
+    def __init__(self, images_per_epoch: int) -> None:
+        super().__init__()
+        self.images = images_per_epoch
+        self.rates: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        rate = self.images / max(time.perf_counter() - self._start, 1e-9)
+        self.rates.append(rate)
+        if logs is not None:
+            logs["images_per_s"] = rate
+
+
+class Trainer:
+    """Runs the stages of one TrainConfig under ``config.run_dir``."""
+
+    def __init__(self, config: TrainConfig, log=print) -> None:
+        self.config = config
+        self.log = log
+        self.dir = config.run_dir
+        self.preprocess = Preprocess(size=config.model.input_size, channels=config.model.channels)
+        self.strategy = _strategy(config.strategy)
+        _keras.utils.set_random_seed(config.seed)
+        data = _without_blanks(load_split(config.data_path(), "train", skip_bad=True))
+        data = data.limit(config.limit)
+        self.train, self.val = split_train_val(data, config.val_fraction, config.seed)
+        self.log(f"train {len(self.train)} images, validation {len(self.val)} "
+                 f"(stratified {config.val_fraction:.0%} of the training split)")
+
+    def plan(self) -> list[tuple[Stage, Stage | None, int]]:
+        """(stage, parent, epochs) in the order they run."""
+        c = self.config
+        stages = [(Stage.FLOAT, None, c.epochs)]
+        if c.qat_epochs:
+            stages.append((Stage.QAT, Stage.FLOAT, c.qat_epochs))
+        if c.prune and c.prune_epochs:
+            stages.append((Stage.PRUNE, Stage.FLOAT, c.prune_epochs))
+            if c.qat_epochs:
+                stages.append((Stage.PQAT, Stage.PRUNE, c.qat_epochs))
+        return stages
+
+    def run(self) -> dict:
+        results = {}
+        for stage, parent, epochs in self.plan():
+            results[stage.value] = self.run_stage(stage, parent, epochs)
+        final = self.choose_final()
+        return self.report(results, final)
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.dir / stage.value
+
+    def run_stage(self, stage: Stage, parent: Stage | None, epochs: int) -> dict:
+        done = self.stage_dir(stage) / "done.json"
+        if done.is_file():
+            self.log(f"stage {stage.value}: already done, skipped")
+            return json.loads(done.read_text())
+        self.log(f"stage {stage.value}: {epochs} epoch(s)")
+        steps = max(1, len(self.train) // self.config.batch_size)
+        with self.strategy.scope():
+            model = self._initial_model(stage, parent, epochs * steps)
+            lr = self.config.qat_lr if stage.quantized else self.config.lr
+            if stage is Stage.PRUNE:
+                lr = self.config.lr / 10
+            model.compile(_optimizer(self.config, lr, epochs, steps), _loss(self.config),
+                          metrics=["accuracy"])
+        started = time.perf_counter()
+        throughput = Throughput(steps * self.config.batch_size)
+        history = model.fit(self._train_ds(), validation_data=self._val_ds(), epochs=epochs,
+                            callbacks=self._callbacks(stage, throughput),
+                            verbose=1 if sys.stdout.isatty() else 2)
+        best = self.stage_dir(stage) / "best.weights.h5"
+        if best.is_file():
+            model.load_weights(str(best))
+        _, val_acc = model.evaluate(self._val_ds(), verbose=0)
+        if stage is Stage.PRUNE:
+            model = qat.strip_pruning(model)
+        save_model(model, self.stage_dir(stage) / "model", self.config.model,
+                   Stage.FLOAT if stage is Stage.PRUNE else stage, self._info(stage))
+        result = {"stage": stage.value, "val_accuracy": float(val_acc),
+                  "epochs_run": len(history.epoch), "seconds": time.perf_counter() - started,
+                  "images_per_s": float(np.median(throughput.rates)) if throughput.rates else 0.0}
+        done.write_text(json.dumps(result, indent=1) + "\n")
+        self.log(f"stage {stage.value}: validation accuracy {val_acc:.4f}")
+        return result
+
+    def _initial_model(self, stage: Stage, parent: Stage | None, total_steps: int):
+        model = build_for_stage(self.config.model, Stage.FLOAT)
+        if parent is not None:
+            trained, _, _ = load_model(self.stage_dir(parent) / "model")
+            model = float_twin(trained, self.config.model)
+        if stage is Stage.PRUNE:
+            end = max(1, int(total_steps * 0.75))
+            return qat.prune(model, self.config.target_sparsity, 0, end,
+                             frequency=max(1, min(100, end // 10)))
+        if stage.quantized:
+            return qat.quantize(model, preserve_sparsity=stage is Stage.PQAT)
+        return model
+
+    def _callbacks(self, stage: Stage, throughput: Throughput) -> list:
+        folder = self.stage_dir(stage)
+        folder.mkdir(parents=True, exist_ok=True)
+        callbacks = [
+            _keras.callbacks.BackupAndRestore(str(folder / "backup")),
+            _keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"),
+                                             monitor="val_accuracy", save_best_only=True,
+                                             save_weights_only=True, mode="max"),
+            _keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                           patience=self.config.early_stopping),
+            throughput,
+            _keras.callbacks.CSVLogger(str(folder / "log.csv"), append=True),
+        ]
+        if stage is Stage.PRUNE:
+            callbacks += qat.pruning_callbacks()
+            # magnitudes keep changing until the schedule ends: select only after it
+            callbacks[1] = _keras.callbacks.ModelCheckpoint(
+                str(folder / "best.weights.h5"), save_weights_only=True)
+        if self.config.schedule is Schedule.PLATEAU:
+            callbacks.append(_keras.callbacks.ReduceLROnPlateau(
+                monitor="val_accuracy", mode="max", factor=0.3, patience=3))
+        return callbacks
+
+    def _train_ds(self):
+        weights = class_weights(self.train.labels, self.config.class_weights)
+        return make_dataset(self.train.images, self.train.labels, self.preprocess,
+                            self.config.batch_size, training=True,
+                            augment=self.config.augment, seed=self.config.seed,
+                            sample_weights=weights[self.train.labels])
+
+    def _val_ds(self):
+        return make_dataset(self.val.images, self.val.labels, self.preprocess, 256,
+                            training=False)
+
+    def _info(self, stage: Stage) -> ModelInfo:
+        return ModelInfo(preprocess=self.preprocess, precision="int8-qat" if stage.quantized
+                         else "fp32", edgefer_version=__version__, name=self.config.name)
+
+    def choose_final(self) -> Stage:
+        """PQAT when it is within 0.5 points of QAT on validation, else the best stage."""
+        scores = {}
+        for stage in (Stage.QAT, Stage.PQAT, Stage.FLOAT):
+            done = self.stage_dir(stage) / "done.json"
+            if done.is_file():
+                scores[stage] = json.loads(done.read_text())["val_accuracy"]
+        if Stage.PQAT in scores and scores[Stage.PQAT] >= scores.get(Stage.QAT, 0) - 0.005:
+            return Stage.PQAT
+        return Stage.QAT if Stage.QAT in scores else Stage.FLOAT
+
+    def report(self, results: dict, final: Stage) -> dict:
+        test = load_split(self.config.data_path(), "test", skip_bad=True)
+        test_ds = make_dataset(test.images, test.labels, self.preprocess, 256, training=False)
+        tested = {}
+        for stage in {Stage.FLOAT, final}:
+            model, _, _ = load_model(self.stage_dir(stage) / "model")
+            model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+            tested[stage.value] = float(model.evaluate(test_ds, verbose=0)[1])
+        summary = {"final_stage": final.value, "stages": results,
+                   "publictest_accuracy_keras": tested,
+                   "train_images": len(self.train), "val_images": len(self.val),
+                   "total_seconds": sum(r["seconds"] for r in results.values())}
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        final_dir = self.stage_dir(final) / "model"
+        self.log(f"final model: {final_dir} ({final.value}); PublicTest accuracy (Keras): "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in tested.items()))
+        return summary
+
