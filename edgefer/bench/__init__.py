@@ -1,0 +1,1 @@
+"""Benchmarking exports: latency, throughput, memory, size and accuracy."""

@@ -1,0 +1,154 @@
+"""Benchmark results as frozen dataclasses; only ``edgefer.report`` formats them.
+
+The JSON form (``to_dict``/``from_dict``) is versioned: ``SCHEMA_VERSION`` changes when
+a field changes meaning or goes away. See ``docs/bench-schema.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, Enum):
+    OK = "ok"
+    UNAVAILABLE = "unavailable"  # engine, device or provider not present (reason says which)
+    FAILED = "failed"  # it was there but broke (reason says how)
+    FALLBACK = "fallback"  # asked for a device, ran elsewhere (e.g. CUDA EP fell back to CPU)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-image latency at batch 1, in milliseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    runs: int
+    load_ms: float = 0.0
+    first_ms: float = 0.0
+    noisy: bool = False  # spread too wide for the p50 to be trusted
+
+    @classmethod
+    def from_samples(cls, samples_ms, load_ms: float = 0.0, first_ms: float = 0.0) -> LatencyStats:
+        import numpy as np
+
+        s = np.asarray(samples_ms, dtype=np.float64)
+        p50, p90, p99 = (float(np.percentile(s, q)) for q in (50, 90, 99))
+        # a p90 far above the p50 means other work competed with the benchmark
+        noisy = bool(p90 > 1.5 * p50)
+        return cls(p50=p50, p90=p90, p99=p99, mean=float(s.mean()), std=float(s.std()),
+                   min=float(s.min()), max=float(s.max()), runs=len(s),
+                   load_ms=load_ms, first_ms=first_ms, noisy=noisy)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    macro_f1: float
+    per_class: dict[str, ClassScore]
+    confusion: list[list[int]]  # rows: true class, columns: predicted, in `classes` order
+    classes: tuple[str, ...]
+    images: int
+    split: str = "test"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and with what a result was measured."""
+
+    cpu: str = ""
+    cores: int = 0
+    os: str = ""
+    python: str = ""
+    machine: str = ""
+    edgefer_version: str = ""
+    engine_versions: dict[str, str] = field(default_factory=dict)
+    git_revision: str = ""
+    device_model: str = ""  # e.g. "Raspberry Pi 5 Model B Rev 1.0" on boards
+    extra: dict[str, str] = field(default_factory=dict)  # governor, temperatures, throttling
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One model on one engine/device/threads/batch setting."""
+
+    model: str
+    target: str  # tflite | onnx | openvino | keras
+    precision: str  # fp32 | fp16 | int8 | dynamic-int8 | int8-qat ...
+    engine: str  # litert | onnxruntime | openvino | keras | benchmark_model
+    device: str  # cpu | gpu | npu | auto | adb:<serial> | ssh://host
+    threads: int
+    batch: int
+    status: Status = Status.OK
+    reason: str = ""
+    latency_ms: LatencyStats | None = None
+    throughput_ips: float | None = None
+    peak_rss_mb: float | None = None
+    size_bytes: int = 0
+    size_gzip_bytes: int = 0
+    accuracy: Accuracy | None = None
+    agreement: float | None = None  # top-1 agreement with the reference model
+    ran_on: str = ""  # what really ran: provider, delegate, device name
+    context: Context | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["status"] = self.status.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchResult:
+        values = {f.name: data.get(f.name) for f in fields(cls) if f.name in data}
+        values["status"] = Status(data.get("status", "ok"))
+        if data.get("latency_ms"):
+            values["latency_ms"] = LatencyStats(**data["latency_ms"])
+        if data.get("accuracy"):
+            acc = dict(data["accuracy"])
+            acc["per_class"] = {k: ClassScore(**v) for k, v in acc["per_class"].items()}
+            acc["classes"] = tuple(acc["classes"])
+            values["accuracy"] = Accuracy(**acc)
+        if data.get("context"):
+            values["context"] = Context(**data["context"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """A whole ``edgefer bench`` run: its results and the context they share."""
+
+    results: tuple[BenchResult, ...]
+    context: Context
+    notes: tuple[str, ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return {"schema": "edgefer-bench", "schema_version": self.schema_version,
+                "context": asdict(self.context), "notes": list(self.notes),
+                "results": [r.to_dict() for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchRun:
+        from edgefer.errors import ConfigError
+
+        if data.get("schema") != "edgefer-bench":
+            raise ConfigError("not an edgefer bench JSON (no 'schema': 'edgefer-bench')")
+        if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise ConfigError(f"bench JSON schema {data['schema_version']} is newer than this "
+                              f"edgefer understands ({SCHEMA_VERSION}); upgrade edgefer")
+        return cls(tuple(BenchResult.from_dict(r) for r in data["results"]),
+                   Context(**data["context"]), tuple(data.get("notes", ())))

@@ -1,0 +1,147 @@
+"""The shared Runtime interface and the choice of engine by file type."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from edgefer.errors import ConfigError, ModelError
+from edgefer.preprocess import ModelInfo
+
+
+class Engine(str, Enum):
+    LITERT = "litert"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+    KERAS = "keras"
+
+
+class Device(str, Enum):
+    CPU = "cpu"
+    GPU = "gpu"
+    NPU = "npu"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run a model; each engine reads the fields that apply to it."""
+
+    device: Device = Device.CPU
+    threads: int | None = None  # None: the engine's default
+    xnnpack: bool = True  # LiteRT: XNNPACK delegate; ONNX Runtime: XNNPACK EP where built in
+    ort_optimization: str = "all"  # ONNX Runtime graph optimisation: disable|basic|extended|all
+    ov_hint: str = "latency"  # OpenVINO performance hint: latency|throughput
+    ov_streams: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", Device(self.device))
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.ort_optimization not in ("disable", "basic", "extended", "all"):
+            raise ConfigError(f"unknown ONNX Runtime optimisation level {self.ort_optimization!r}")
+        if self.ov_hint not in ("latency", "throughput"):
+            raise ConfigError(f"OpenVINO hint must be latency or throughput, got {self.ov_hint!r}")
+
+
+class Runtime(ABC):
+    """A loaded model on one engine. Subclasses hide int8 (de)quantization."""
+
+    engine: ClassVar[Engine]
+
+    def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions) -> None:
+        self.path = path
+        self.info = info
+        self.options = options
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
+             info: ModelInfo | None = None) -> Runtime:
+        """Load ``path``; ``info`` overrides the file's own edgefer record (baselines)."""
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw float outputs (N, classes) for a float32 NHWC batch."""
+
+    @property
+    @abstractmethod
+    def ran_on(self) -> str:
+        """What really runs the model: provider, delegate or device name."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) for a preprocessed float32 NHWC batch."""
+        out = np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), np.float32)
+        return to_probabilities(out)
+
+    def predict_faces(self, faces: np.ndarray) -> np.ndarray:
+        """Class probabilities for uint8 gray faces, with the model's own preprocessing."""
+        return self.predict(self.info.preprocess(faces))
+
+
+def to_probabilities(out: np.ndarray) -> np.ndarray:
+    """Softmax outputs pass through; logits (rows not summing to 1) get a softmax."""
+    out = out.reshape(len(out), -1)
+    sums = out.sum(axis=1)
+    if np.all(out >= -1e-3) and np.allclose(sums, 1.0, atol=0.02):
+        return out
+    shifted = np.exp(out - out.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def engine_for(path: str | os.PathLike) -> Engine:
+    """The engine that runs a model file, by its type."""
+    from edgefer.model.store import is_model_dir
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return Engine.LITERT
+    if suffix == ".onnx":
+        return Engine.ONNXRUNTIME
+    if suffix == ".xml":
+        return Engine.OPENVINO
+    if is_model_dir(path):
+        return Engine.KERAS
+    raise ModelError(f"{path}: unknown model format (expected .tflite, .onnx, .xml "
+                     "or an edgefer model folder)")
+
+
+def runtime_class(engine: Engine) -> type[Runtime]:
+    if engine is Engine.LITERT:
+        from edgefer.runtimes.litert import LiteRTRuntime as cls
+    elif engine is Engine.ONNXRUNTIME:
+        from edgefer.runtimes.onnxrt import OnnxRuntime as cls
+    elif engine is Engine.OPENVINO:
+        from edgefer.runtimes.openvino import OpenVINORuntime as cls
+    else:
+        from edgefer.runtimes.keras import KerasRuntime as cls
+    return cls
+
+
+def load_runtime(path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
+                 info: ModelInfo | None = None) -> Runtime:
+    """Load any model file edgefer knows with the engine for its type."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model not found: {path}")
+    return runtime_class(engine_for(path)).load(path, options, info)
+
+
+def resolve_info(path: Path, info: ModelInfo | None) -> ModelInfo:
+    """The given info, else the file's own record, else an error saying what to pass."""
+    if info is not None:
+        return info
+    from edgefer.artifacts import read_info
+
+    found = read_info(path)
+    if found is None:
+        raise ModelError(f"{path} carries no edgefer metadata: give its preprocessing and "
+                         "labels (--input-size, --channels, --scale, --offset, --labels)")
+    return found

@@ -1,0 +1,60 @@
+"""The Keras reference model (TensorFlow on CPU or GPU)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.errors import DeviceUnavailableError
+from edgefer.preprocess import ModelInfo
+from edgefer.runtimes.base import Device, Engine, Runtime, RuntimeOptions
+
+
+class KerasRuntime(Runtime):
+    engine = Engine.KERAS
+
+    def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions, model,
+                 device: str) -> None:
+        super().__init__(path, info, options)
+        self.model = model
+        self._device = device
+        self._call = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
+             info: ModelInfo | None = None) -> KerasRuntime:
+        from edgefer._tf import tf
+        from edgefer.model.store import load_model
+
+        tf_ = tf()
+        if options.threads:
+            try:
+                tf_.config.threading.set_intra_op_parallelism_threads(options.threads)
+                tf_.config.threading.set_inter_op_parallelism_threads(1)
+            except RuntimeError:
+                pass  # TensorFlow was initialised already; its thread pools are fixed
+        device = "/CPU:0"
+        if options.device in (Device.GPU, Device.AUTO):
+            if tf_.config.list_physical_devices("GPU"):
+                device = "/GPU:0"
+            elif options.device is Device.GPU:
+                raise DeviceUnavailableError("TensorFlow sees no GPU here")
+        with tf_.device(device):
+            model, _, stored = load_model(path)
+        return cls(Path(path), info or stored, options, model, device)
+
+    @property
+    def ran_on(self) -> str:
+        return f"TensorFlow {self._device.strip('/')}"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        from edgefer._tf import tf
+
+        tf_ = tf()
+        if self._call is None:
+            self._call = tf_.function(lambda x: self.model(x, training=False),
+                                      reduce_retracing=True)
+        with tf_.device(self._device):
+            return self._call(tf_.constant(batch)).numpy()

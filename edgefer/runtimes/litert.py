@@ -1,0 +1,105 @@
+"""LiteRT (ai-edge-litert), falling back to tflite-runtime, then tensorflow.lite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
+from edgefer.preprocess import ModelInfo
+from edgefer.runtimes.base import Device, Engine, Runtime, RuntimeOptions, resolve_info
+
+
+def interpreter_module():
+    """(module with Interpreter, its name)."""
+    try:
+        from ai_edge_litert import interpreter
+
+        return interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter
+
+        return interpreter, "tflite-runtime"
+    except ImportError:
+        pass
+    try:
+        from edgefer._tf import tf
+
+        return tf().lite, "tensorflow.lite"
+    except EngineMissingError as exc:
+        raise EngineMissingError("LiteRT", "tflite", "nor tflite-runtime nor TensorFlow") from exc
+
+
+class LiteRTRuntime(Runtime):
+    engine = Engine.LITERT
+
+    def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions,
+                 interpreter, flavour: str) -> None:
+        super().__init__(path, info, options)
+        self._interp = interpreter
+        self._flavour = flavour
+        self._input = interpreter.get_input_details()[0]
+        self._output = interpreter.get_output_details()[0]
+        self._batch = int(self._input["shape"][0])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
+             info: ModelInfo | None = None) -> LiteRTRuntime:
+        path = Path(path)
+        if options.device not in (Device.CPU, Device.AUTO):
+            raise DeviceUnavailableError(
+                f"LiteRT's Python interpreter runs on the CPU only; device {options.device.value}"
+                " needs the GPU/NNAPI delegates of an Android build (edgefer bench --on adb)")
+        module, flavour = interpreter_module()
+        kwargs = {"model_path": str(path), "num_threads": options.threads}
+        if not options.xnnpack and hasattr(module, "OpResolverType"):
+            kwargs["experimental_op_resolver_type"] = (
+                module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        try:
+            interp = module.Interpreter(**kwargs)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: LiteRT cannot load it ({exc})") from exc
+        return cls(path, resolve_info(path, info), options, interp, flavour)
+
+    @property
+    def ran_on(self) -> str:
+        delegate = "XNNPACK" if self.options.xnnpack else "builtin kernels"
+        return f"{self._flavour} CPU ({delegate}, {self.options.threads or 'default'} threads)"
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            shape = list(self._input["shape"])
+            shape[0] = batch
+            self._interp.resize_tensor_input(self._input["index"], shape)
+            self._interp.allocate_tensors()
+            self._input = self._interp.get_input_details()[0]
+            self._output = self._interp.get_output_details()[0]
+            self._batch = batch
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self._resize(len(batch))
+        self._interp.set_tensor(self._input["index"], quantize(batch, self._input))
+        self._interp.invoke()
+        return dequantize(self._interp.get_tensor(self._output["index"]), self._output)
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input to the tensor's dtype, with its scale and zero point for int types."""
+    dtype = detail["dtype"]
+    if dtype in (np.float32, np.float16):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] in (np.float32, np.float16):
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale

@@ -1,0 +1,93 @@
+"""ONNX Runtime, with its execution providers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
+from edgefer.preprocess import ModelInfo
+from edgefer.runtimes.base import Device, Engine, Runtime, RuntimeOptions, resolve_info
+
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+                  "DmlExecutionProvider", "CoreMLExecutionProvider")
+_NPU_PROVIDERS = ("QNNExecutionProvider", "OpenVINOExecutionProvider", "VitisAIExecutionProvider")
+
+
+def ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise EngineMissingError("ONNX Runtime", "onnx") from exc
+    return onnxruntime
+
+
+def providers_for(options: RuntimeOptions, available: list[str]) -> list[str]:
+    """The execution providers to ask for, best first; CPU always last."""
+    if options.device is Device.CPU:
+        wanted = ["XnnpackExecutionProvider"] if options.xnnpack else []
+        return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+    pool = _GPU_PROVIDERS if options.device is Device.GPU else _NPU_PROVIDERS
+    if options.device is Device.AUTO:
+        pool = _GPU_PROVIDERS + _NPU_PROVIDERS
+    found = [p for p in pool if p in available]
+    if not found and options.device is not Device.AUTO:
+        raise DeviceUnavailableError(
+            f"ONNX Runtime has no {options.device.value.upper()} execution provider here "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA/TensorRT")
+    return [*found, "CPUExecutionProvider"]
+
+
+class OnnxRuntime(Runtime):
+    engine = Engine.ONNXRUNTIME
+
+    def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions, session) -> None:
+        super().__init__(path, info, options)
+        self._session = session
+        self._input = session.get_inputs()[0]
+        self._dtype = np.float16 if "float16" in self._input.type else np.float32
+        shape = self._input.shape
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
+             info: ModelInfo | None = None) -> OnnxRuntime:
+        path = Path(path)
+        rt = ort()
+        so = rt.SessionOptions()
+        so.graph_optimization_level = {
+            "disable": rt.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": rt.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": rt.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": rt.GraphOptimizationLevel.ORT_ENABLE_ALL}[options.ort_optimization]
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        providers = providers_for(options, rt.get_available_providers())
+        try:
+            session = rt.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+        return cls(path, resolve_info(path, info), options, session)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    @property
+    def fell_back(self) -> bool:
+        """True when a GPU/NPU was asked for but only the CPU provider is active."""
+        return self.options.device is not Device.CPU and self.providers == ["CPUExecutionProvider"]
+
+    @property
+    def ran_on(self) -> str:
+        return "ONNX Runtime " + ", ".join(self.providers)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        batch = batch.astype(self._dtype)
+        if self._fixed_batch and len(batch) != self._fixed_batch:
+            return np.concatenate([self._run(batch[i:i + 1]) for i in range(len(batch))])
+        return self._session.run(None, {self._input.name: batch})[0].astype(np.float32)

@@ -1,0 +1,94 @@
+"""OpenVINO on CPU, GPU, NPU or AUTO, with performance hints, streams and threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
+from edgefer.preprocess import ModelInfo
+from edgefer.runtimes.base import Device, Engine, Runtime, RuntimeOptions, resolve_info
+
+
+def openvino():
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise EngineMissingError("OpenVINO", "openvino") from exc
+    return ov
+
+
+def device_name(device: Device, available: list[str]) -> str:
+    name = device.value.upper()
+    if device is not Device.AUTO and not any(d.split(".")[0] == name for d in available):
+        raise DeviceUnavailableError(
+            f"OpenVINO has no {name} device here (available: {', '.join(available) or 'none'})")
+    return name
+
+
+class OpenVINORuntime(Runtime):
+    engine = Engine.OPENVINO
+
+    def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions, core, model,
+                 device: str) -> None:
+        super().__init__(path, info, options)
+        self._core = core
+        self._model = model
+        self._device = device
+        self._compiled: dict[int, object] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
+             info: ModelInfo | None = None) -> OpenVINORuntime:
+        path = Path(path)
+        ov = openvino()
+        core = ov.Core()
+        device = device_name(options.device, core.available_devices)
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ModelError(f"{path}: OpenVINO cannot read it ({exc})") from exc
+        runtime = cls(path, resolve_info(path, info), options, core, model, device)
+        runtime._compile(int(model.inputs[0].partial_shape[0].get_length())
+                         if model.inputs[0].partial_shape[0].is_static else 1)
+        return runtime
+
+    def _config(self) -> dict:
+        import openvino.properties.hint as hints
+
+        config = {hints.performance_mode: hints.PerformanceMode.LATENCY
+                  if self.options.ov_hint == "latency" else hints.PerformanceMode.THROUGHPUT}
+        if self.options.threads and self._device in ("CPU", "AUTO"):
+            config["INFERENCE_NUM_THREADS"] = self.options.threads
+        if self.options.ov_streams:
+            config["NUM_STREAMS"] = self.options.ov_streams
+        return config
+
+    def _compile(self, batch: int):
+        if batch not in self._compiled:
+            model = self._model.clone()
+            shape = model.inputs[0].partial_shape
+            shape[0] = batch
+            model.reshape({model.inputs[0]: shape})
+            try:
+                self._compiled[batch] = self._core.compile_model(model, self._device,
+                                                                 self._config())
+            except Exception as exc:
+                raise DeviceUnavailableError(
+                    f"OpenVINO could not compile for {self._device}: {exc}") from exc
+        return self._compiled[batch]
+
+    @property
+    def ran_on(self) -> str:
+        compiled = next(iter(self._compiled.values()))
+        try:
+            devices = compiled.get_property("EXECUTION_DEVICES")
+        except Exception:
+            devices = [self._device]
+        return "OpenVINO " + ", ".join(devices)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        compiled = self._compile(len(batch))
+        return np.asarray(compiled([batch])[compiled.outputs[0]], dtype=np.float32)
