@@ -31,7 +31,10 @@ def tflite_metadata(data: bytes) -> dict[str, bytes]:
     """Name -> bytes of every metadata entry of a TFLite flatbuffer."""
     schema = _tflite_schema()
     try:
-        if not schema.ModelBufferHasIdentifier(data, 0):
+        # a module function in older schemas, a Model classmethod in ai-edge-litert 2.x
+        has_identifier = getattr(schema, "ModelBufferHasIdentifier", None) \
+            or schema.Model.ModelBufferHasIdentifier
+        if not has_identifier(data, 0):
             raise ModelError("not a TFLite model (no TFL3 identifier)")
         model = schema.Model.GetRootAs(data, 0)
         entries = {}

@@ -175,3 +175,6 @@ class CalibrationSet:
         import nncf
 
         return nncf.Dataset(list(self.batches(1)))
+
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "calibration" / default_manifest_name(500, 0)

@@ -146,5 +146,343 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
     click.echo(json.dumps(summary["publictest_accuracy_keras"]))
 
 
+# --- export ------------------------------------------------------------------------
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "edgefer-mnv3s"
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="edgefer model folder (default: the shipped models/edgefer-mnv3s).")
+@click.option("--target", default="tflite", show_default=True,
+              help="tflite, onnx, openvino, a comma list, or all.")
+@click.option("--precision", default="int8", show_default=True,
+              help="fp32, fp16, dynamic (TFLite), int8, a comma list, or all.")
+@click.option("--int8-source", type=click.Choice(["auto", "qat", "calibrate"]), default="auto",
+              show_default=True, help="INT8 from the QAT model's ranges, or calibrated "
+              "post-training on --calib (auto: QAT when the model is QAT).")
+@click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
+              help="TFLite INT8 input/output type.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration manifest (default: calibration/fer2013-train-500-seed0.json).")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+              default="minmax", show_default=True, help="ONNX Runtime calibration method.")
+@click.option("--max-drop", type=float, default=None,
+              help="OpenVINO NNCF accuracy control: largest top-1 drop allowed (0.01 = 1 pt).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="FER2013 for calibration and parity (default: $EDGEFER_FER2013).")
+@click.option("--min-agreement", type=float, default=None,
+              help="Parity gate: minimum top-1 agreement with the source model.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("exports"),
+              show_default=True, help="Output folder.")
+@friendly
+def export(model_path: Path | None, target: str, precision: str, data_path: Path | None,
+           calib: Path | None, out_dir: Path, **options) -> None:
+    """Export a trained model, check each artifact against it, and write it to --out.
+
+    Every artifact carries its class names, preprocessing and precision, and is written
+    only after it agrees with the source model (the parity gate) on FER2013 images.
+    """
+    from edgefer.datasets import default_data_path
+    from edgefer.export import export_all, plan
+
+    data = data_path or default_data_path()
+    if data is None:
+        click.echo("note: no FER2013 found; parity is checked on random faces", err=True)
+    results = export_all(model_path or DEFAULT_MODEL, plan(target, precision), out_dir, data,
+                         calib, progress=lambda t, p: click.echo(f"exporting {t.value} {p.value}"
+                                                                   " ...", err=True),
+                         **options)
+    for r in results:
+        source = f", INT8 from {r.int8_from}" if r.int8_from else ""
+        click.echo(f"{r.path}  {r.size_bytes / 1e6:.2f} MB  parity {r.parity.agreement:.1%} "
+                   f"top-1 agreement, max |dp| {r.parity.max_prob_diff:.3f}{source}")
+
+
+# --- bench -------------------------------------------------------------------------
+
+def _bench_options(report_default: Path | None):
+    """The options ``bench`` and ``benchmark`` share."""
+    options = [
+        click.option("--device", type=click.Choice(["cpu", "gpu", "npu", "auto", "all"]),
+                     default="cpu", show_default=True,
+                     help="all: cpu, gpu and npu, with an 'unavailable' row where one is "
+                     "missing; a device asked for by name must be there."),
+        click.option("--threads", default=None,
+                     help="Thread counts, comma list (default: 1 and every core)."),
+        click.option("--batch", "batches", default="1,32", show_default=True,
+                     help="Batch sizes, comma list; latency is measured at each, per image."),
+        click.option("--warmup", default=10, show_default=True, help="Untimed calls first."),
+        click.option("--min-runs", default=50, show_default=True, help="Timed calls at least."),
+        click.option("--min-time", default=1.0, show_default=True,
+                     help="Seconds of timed calls at least (per model and batch size)."),
+        click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+                     help="FER2013 folder or CSV for accuracy (default: $EDGEFER_FER2013)."),
+        click.option("--split", default="test", show_default=True,
+                     help="Split to measure accuracy on (test = PublicTest, private)."),
+        click.option("--limit", type=int, default=None,
+                     help="Measure accuracy on N images only (a fixed random subset)."),
+        click.option("--reference", type=click.Path(path_type=Path), default=None,
+                     help="Model agreement is measured against (default: the Keras model "
+                     "among MODELS, else the first fp32 one)."),
+        click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+                     help="Write the results as JSON (docs/bench-schema.md)."),
+        click.option("--report", "report_dir", type=click.Path(path_type=Path),
+                     default=report_default, show_default=report_default is not None,
+                     help="Write bench.json, bench.csv and bench.md with plots here."),
+        click.option("--exports", "exports_dir", type=click.Path(path_type=Path),
+                     default=Path("exports"), show_default=True,
+                     help="Where --export all writes the exported models."),
+        click.option("--baseline", "baselines", multiple=True,
+                     type=click.Path(path_type=Path),
+                     help="Another expression model (TFLite/ONNX, 7 outputs) to compare; "
+                     "repeatable. The --baseline-* options go with the baselines in order."),
+        click.option("--baseline-input-size", multiple=True, type=int,
+                     help="Its input size in pixels (default 48)."),
+        click.option("--baseline-channels", multiple=True, type=int,
+                     help="Its input channels, 1 or 3 (default 1)."),
+        click.option("--baseline-scale", multiple=True, type=float,
+                     help="input = pixel * scale + offset (default 1/127.5)."),
+        click.option("--baseline-offset", multiple=True, type=float,
+                     help="input = pixel * scale + offset (default -1)."),
+        click.option("--baseline-labels", multiple=True,
+                     help="Its output order, e.g. angry,disgust,fear,happy,sad,surprise,"
+                     "neutral (default: FER2013's)."),
+        click.option("--baseline-precision", multiple=True,
+                     help="Its precision, for the report (e.g. int8, fp32)."),
+        click.option("--in-process", is_flag=True, hidden=True,
+                     help="Measure in this process (tests; peak memory is then shared)."),
+    ]
+
+    def apply(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return apply
+
+
+@main.command()
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--export", "export_mode", type=click.Choice(["none", "all"]), default="none",
+              show_default=True, help="all: first export MODEL (default: the shipped model) "
+              "to every target and precision, then benchmark them all.")
+@_bench_options(report_default=None)
+@click.option("--on", "on_target", default=None, metavar="TARGET",
+              help="Measure on a device: ssh://user@host[:port] (edgefer[tflite] installed "
+              "there) or adb[:SERIAL] (Android, TFLite's benchmark_model). See docs/edge.md.")
+@click.option("--profile", default=None,
+              help="Device profile setting threads, delegate and batch: rpi4, rpi5, rpi-zero2, "
+              "android-low, android-midrange, android-flagship, android-nnapi.")
+@click.option("--budget", default=None, metavar="EXPR",
+              help='Exit 1 when a result misses it, e.g. "p90_ms<=3,top1>=0.69" (metrics: '
+              "p50_ms p90_ms p99_ms mean_ms top1 macro_f1 size_mb peak_rss_mb throughput_ips "
+              "agreement).")
+@click.option("--remote-python", default=None,
+              help="Python on the SSH device (default: $EDGEFER_REMOTE_PYTHON or python3).")
+@click.option("--benchmark-model", type=click.Path(path_type=Path), default=None,
+              help="Android benchmark_model binary for --on adb (default: "
+              "$EDGEFER_BENCHMARK_MODEL or PATH).")
+@friendly
+def bench(models: tuple[Path, ...], export_mode: str, on_target: str | None,
+          profile: str | None, budget: str | None, remote_python: str | None,
+          benchmark_model: Path | None, **options) -> None:
+    """Benchmark MODELS (.tflite, .onnx, OpenVINO .xml, edgefer Keras folders).
+
+    Latency per image (p50/p90/p99, load and first call apart), throughput at each batch
+    size, peak memory of the engine, size raw and gzip, and, with FER2013, top-1,
+    macro-F1, per-class scores, confusion matrices and agreement with the reference.
+    """
+    from edgefer.edge.budget import enforce, parse_budget
+    from edgefer.edge.profiles import get_profile
+
+    limits = parse_budget(budget) if budget else None  # a typo fails before the long run
+    chosen = get_profile(profile) if profile else None
+    batch_given = click.get_current_context().get_parameter_source("batches") \
+        is not click.core.ParameterSource.DEFAULT
+    if on_target:
+        from edgefer.edge.device_bench import DeviceBench, bench_on_device
+
+        run = bench_on_device(models, on_target, profile, DeviceBench(
+            threads=options["threads"], batches=options["batches"] if batch_given else None,
+            device=options["device"], warmup=options["warmup"], min_runs=options["min_runs"],
+            min_time_s=options["min_time"], remote_python=remote_python,
+            benchmark_model=benchmark_model), log=lambda msg: click.echo(msg, err=True))
+        _emit_run(run, options["json_path"], options["report_dir"])
+    else:
+        if chosen is not None:
+            options["threads"] = options["threads"] or str(chosen.threads)
+            options["batches"] = options["batches"] if batch_given else str(chosen.batch)
+        run = _run_bench(models, export_mode == "all", **options)
+    if limits is not None:
+        enforce(limits, run.results)
+        click.echo(f"budget {limits} met by every result")
+
+
+@main.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@_bench_options(report_default=Path("reports"))
+@friendly
+def benchmark(model: Path | None, **options) -> None:
+    """The main job: export MODEL (default: the shipped model) to every target and
+    precision, benchmark them all beside the Keras model, and write reports/.
+
+    Reports accuracy when FER2013 is found ($EDGEFER_FER2013 or --data), latency and
+    size only otherwise.
+    """
+    _run_bench((model,) if model else (), True, **options)
+
+
+def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
+               threads: str | None, batches: str, warmup: int, min_runs: int,
+               min_time: float, data_path: Path | None, split: str, limit: int | None,
+               reference: Path | None, json_path: Path | None, report_dir: Path | None,
+               exports_dir: Path, baselines: tuple[Path, ...], in_process: bool,
+               **baseline_options):
+    from edgefer.bench import runner
+    from edgefer.bench.measure import MeasureOptions
+    from edgefer.datasets import default_data_path
+    from edgefer.errors import ConfigError, DataError
+
+    data = data_path or default_data_path()
+    if data is not None and not data.exists():
+        raise DataError(f"FER2013 not found at {data}")
+    specs = [runner.ModelSpec(p) for p in runner.existing(models)]
+    failed_exports = []
+    if export_all:
+        from edgefer.bench.exports import export_count, export_matrix, shipped_model
+
+        if len(specs) > 1:
+            raise ConfigError("--export all exports one model; give one MODEL folder")
+        source = specs[0].path if specs else shipped_model()
+        with _progress(export_count()) as step:
+            exported, failed_exports = export_matrix(source, exports_dir, data, step)
+        specs = [runner.ModelSpec(source), *exported]
+    elif not specs and not baselines:
+        raise ConfigError("give at least one MODEL, or --export all for the shipped model")
+    specs += runner.baseline_specs(
+        baselines, baseline_options["baseline_input_size"],
+        baseline_options["baseline_channels"], baseline_options["baseline_scale"],
+        baseline_options["baseline_offset"], baseline_options["baseline_labels"],
+        baseline_options["baseline_precision"])
+    plan = runner.BenchPlan(
+        models=tuple(specs), device=device,
+        threads=threads or runner.env_threads(), batches=batches,
+        measure=MeasureOptions(warmup=warmup, min_runs=min_runs, min_time_s=min_time),
+        data=data, split=split, limit=limit,
+        reference=runner.ModelSpec(reference) if reference else runner.find_reference(specs),
+        isolate=not in_process, extra_results=tuple(failed_exports))
+    with _progress(plan.jobs) as step:
+        run = runner.run_plan(plan, step)
+    _emit_run(run, json_path, report_dir)
+    return run
+
+
+def _emit_run(run, json_path: Path | None, report_dir: Path | None) -> None:
+    """Print the table and notes; write the JSON and the report where asked."""
+    from rich.console import Console
+
+    from edgefer.report import render_table, write_json, write_report
+
+    Console(width=max(Console().width, 160)).print(render_table(run))
+    for note in run.notes:
+        click.echo(f"note: {note}", err=True)
+    if json_path:
+        click.echo(f"wrote {write_json(run, json_path)}")
+    if report_dir:
+        written = write_report(run, report_dir)
+        click.echo(f"wrote {', '.join(str(p) for p in written[:3])} and "
+                   f"{len(written) - 3} plot(s)")
+
+
+class _progress:
+    """A rich progress bar on stderr; calling it starts the next step."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._bar = Progress(TextColumn("{task.description:<42}"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(),
+                             console=Console(stderr=True), transient=False)
+        self._task = self._bar.add_task("starting", total=total)
+        self._started = 0
+
+    def __enter__(self):
+        self._bar.start()
+        return self
+
+    def __call__(self, label: str) -> None:
+        if self._started:
+            self._bar.advance(self._task)
+        self._started += 1
+        self._bar.update(self._task, description=label)
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self._bar.update(self._task, completed=self._bar.tasks[0].total,
+                             description="done")
+        self._bar.stop()
+
+
+# --- predict -----------------------------------------------------------------------
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Model file (.tflite, .onnx, .xml or edgefer model folder; default: "
+                   "models/edgefer-mnv3s/edgefer-mnv3s-int8.tflite).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for annotated images and videos, per-frame CSVs and timelines.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines on stdout: one per image, video frame, video and error.")
+@click.option("--detect/--no-detect", "detect", default=None,
+              help="Detect faces in every input / take every input whole as a face crop "
+                   "(default: detect, except in small face crops such as FER2013's 48x48).")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Video: full face detection every N frames, tracking in between.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Threads for the model and OpenCV.")
+@click.option("--detector-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A YuNet .onnx for cv2.FaceDetectorYN instead of Haar.")
+@click.option("--min-face", type=click.IntRange(min=8), default=None,
+              help="Smallest face to find, in pixels (default: 64, or 1/20 of a large "
+                   "photo's shorter side).")
+@click.option("--margin", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of the face box added on each side of the crop.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Stop each video or camera after N frames (a camera runs until Ctrl-C).")
+@friendly
+def predict(inputs: tuple[str, ...], model_path: Path | None, out: Path | None,
+            as_json: bool, detect: bool | None, every: int, threads: int,
+            detector_model: Path | None, min_face: int | None, margin: float,
+            max_frames: int | None) -> None:
+    """Find faces in INPUTS and name their expressions.
+
+    INPUTS are images, folders of images, videos, or a camera index (0). An image without
+    a face is reported, not an error; unreadable inputs are reported and skipped, and the
+    exit code is non-zero at the end.
+    """
+    import cv2
+
+    from edgefer.predict.recognizer import DetectMode, Recognizer, RecognizerOptions
+    from edgefer.predict.run import default_model, predict_all
+
+    cv2.setNumThreads(threads)
+    mode = DetectMode.AUTO if detect is None else (
+        DetectMode.ALWAYS if detect else DetectMode.NEVER)
+    options = RecognizerOptions(detect=mode, min_face=min_face, margin=margin,
+                                detector_model=detector_model)
+    recognizer = Recognizer.from_file(model_path or default_model(), threads, options)
+    predict_all(recognizer, inputs, out=out, as_json=as_json, every=every,
+                max_frames=max_frames, echo=click.echo,
+                warn=lambda message: click.echo(message, err=True))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -105,6 +105,9 @@ class BenchResult:
     agreement: float | None = None  # top-1 agreement with the reference model
     ran_on: str = ""  # what really ran: provider, delegate, device name
     context: Context | None = None
+    role: str = "model"  # model | reference | baseline (another project's model)
+    engine_rss_mb: float | None = None  # peak_rss_mb less the worker's own before loading
+    latency_quantiles_ms: tuple[float, ...] = ()  # per-image latency at 0,1,..,100 percent
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -124,6 +127,8 @@ class BenchResult:
             values["accuracy"] = Accuracy(**acc)
         if data.get("context"):
             values["context"] = Context(**data["context"])
+        if "latency_quantiles_ms" in values:
+            values["latency_quantiles_ms"] = tuple(values["latency_quantiles_ms"] or ())
         return cls(**values)
 
 

@@ -119,14 +119,18 @@ def load_model(path: str | os.PathLike):
 
 
 def float_twin(model, config):
-    """The float network holding a QAT (or pruned) model's float weights."""
+    """The float network holding a QAT (or pruned) model's float weights.
+
+    Wrappers keep their inner layer's variables under the inner layer's name
+    (``stem_conv/kernel:0``), so weights are matched by layer and variable name.
+    """
     from edgefer.model.mobilenetv3 import build_model
 
     twin = build_model(config)
-    wrapped = {getattr(layer, "layer", layer).name: layer for layer in model.layers}
-    for layer in twin.layers:
-        source = wrapped.get(layer.name)
-        if source is not None and layer.weights:
-            inner = getattr(source, "layer", source)
-            layer.set_weights(inner.get_weights()[: len(layer.weights)])
+    by_name = {"/".join(w.name.split("/")[-2:]): w for w in model.weights}
+    for weight in twin.weights:
+        key = "/".join(weight.name.split("/")[-2:])
+        if key not in by_name:
+            raise ModelError(f"cannot find weight {key} in the wrapped model")
+        weight.assign(by_name[key])
     return twin

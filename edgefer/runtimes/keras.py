@@ -25,6 +25,9 @@ class KerasRuntime(Runtime):
     @classmethod
     def load(cls, path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
              info: ModelInfo | None = None) -> KerasRuntime:
+        if options.device is Device.NPU:
+            raise DeviceUnavailableError("TensorFlow cannot run on an NPU; export to TFLite, "
+                                         "ONNX or OpenVINO for NPUs")
         from edgefer._tf import tf
         from edgefer.model.store import load_model
 

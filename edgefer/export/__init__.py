@@ -1,0 +1,42 @@
+"""Export trained models to TFLite, ONNX and OpenVINO, each checked against its source."""
+
+from edgefer.export.convert import EXPORTERS
+from edgefer.export.options import (
+    SUPPORTED,
+    CalibMethod,
+    ExportOptions,
+    Int8Source,
+    IoType,
+    Precision,
+    Target,
+)
+from edgefer.export.pipeline import ExportResult, LoadedModel, export_model, load_source
+
+__all__ = ["EXPORTERS", "SUPPORTED", "CalibMethod", "ExportOptions", "ExportResult", "Int8Source",
+           "IoType", "LoadedModel", "Precision", "Target", "export_all", "export_model",
+           "load_source"]
+
+
+def plan(targets: str, precisions: str) -> list[tuple[Target, Precision]]:
+    """(target, precision) pairs for comma lists where ``all`` means every supported one."""
+    from edgefer.errors import ConfigError
+
+    target_list = list(Target) if targets == "all" else [
+        ExportOptions(t.strip(), "fp32").target for t in targets.split(",")]
+    pairs = []
+    for target in target_list:
+        wanted = SUPPORTED[target] if precisions == "all" else [
+            ExportOptions(target, p.strip()).precision for p in precisions.split(",")]
+        pairs += [(target, p) for p in wanted]
+    if not pairs:
+        raise ConfigError("nothing to export")
+    return pairs
+
+
+def export_all(model_path, pairs, out_dir, data=None, calib=None, progress=None, **options):
+    """Export one model to several (target, precision) pairs; yields ExportResults."""
+    loaded = load_source(model_path, data, calib)
+    for target, precision in pairs:
+        if progress:
+            progress(target, precision)
+        yield export_model(loaded, ExportOptions(target, precision, **options), out_dir, data)

@@ -1,0 +1,272 @@
+"""One pure function per conversion, named source_to_target, and the table of targets.
+
+Each target's exporter composes these for a precision and returns the artifact's bytes
+(or, for OpenVINO, an ``ov.Model``); writing, metadata and the parity gate live in
+``edgefer.export.pipeline``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.calibration import CalibrationSet
+from edgefer.errors import EngineMissingError, ExportError
+from edgefer.export.options import CalibMethod, ExportOptions, IoType, Precision, Target
+
+INPUT_NAME = "face"
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """The model being exported: the Keras model as trained and its float twin."""
+
+    model: object  # tf-keras model (QAT-wrapped when ``quantized``)
+    float_model: object
+    quantized: bool
+    input_shape: tuple[int, int, int]
+    calibration: Callable[[], CalibrationSet] | None = None  # loaded only when INT8 needs it
+    validation: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None  # inputs, labels
+
+    def calibration_set(self) -> CalibrationSet:
+        if self.calibration is None:
+            raise ExportError("INT8 from a float model needs calibration data: pass --calib "
+                              "MANIFEST and --data PATH (or set EDGEFER_FER2013)")
+        return self.calibration()
+
+
+def int8_from_qat(source: Source, options: ExportOptions) -> bool:
+    from edgefer.export.options import Int8Source
+
+    if options.int8_source is Int8Source.QAT and not source.quantized:
+        raise ExportError("--int8-source qat needs a QAT model; this one is float")
+    return source.quantized and options.int8_source is not Int8Source.CALIBRATE
+
+
+# --- Keras -> TFLite -----------------------------------------------------------------
+
+def keras_to_tflite(model, precision: Precision, io: IoType = IoType.INT8,
+                    calibration: CalibrationSet | None = None) -> bytes:
+    """Convert a tf-keras model; INT8 uses fake-quant ranges (QAT) or ``calibration``."""
+    from edgefer._tf import tf
+
+    tf_ = tf()
+    converter = tf_.lite.TFLiteConverter.from_keras_model(model)
+    if precision is not Precision.FP32:
+        converter.optimizations = [tf_.lite.Optimize.DEFAULT]
+    if precision is Precision.FP16:
+        converter.target_spec.supported_types = [tf_.float16]
+    if precision is Precision.INT8:
+        if calibration is not None:  # a QAT model carries its own ranges
+            converter.representative_dataset = calibration.tflite_representative_dataset()
+            converter.target_spec.supported_ops = [tf_.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io is IoType.INT8:
+            converter.inference_input_type = tf_.int8
+            converter.inference_output_type = tf_.int8
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError and plain exceptions
+        raise ExportError(f"TFLite conversion failed: {exc}") from exc
+
+
+def export_tflite(source: Source, options: ExportOptions) -> bytes:
+    if options.precision is Precision.INT8:
+        if int8_from_qat(source, options):
+            return keras_to_tflite(source.model, Precision.INT8, options.io)
+        return keras_to_tflite(source.float_model, Precision.INT8, options.io,
+                               source.calibration_set())
+    return keras_to_tflite(source.float_model, options.precision)
+
+
+# --- Keras -> ONNX -------------------------------------------------------------------
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise EngineMissingError("onnx", "onnx") from exc
+    return onnx
+
+
+def keras_to_onnx(model, input_shape: tuple[int, int, int], opset: int = 17):
+    """tf2onnx conversion; a QAT model's fake-quant nodes become QuantizeLinear/DequantizeLinear."""
+    from edgefer._tf import tf
+
+    tf_ = tf()
+    try:
+        import tf2onnx
+    except ImportError as exc:
+        raise EngineMissingError("tf2onnx", "train") from exc
+    spec = (tf_.TensorSpec((None, *input_shape), tf_.float32, name=INPUT_NAME),)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:
+        raise ExportError(f"ONNX conversion (tf2onnx) failed: {exc}") from exc
+    return proto
+
+
+def onnx_simplify(proto):
+    """Fold constants and fuse what onnxslim can; the input is returned if it is missing."""
+    try:
+        import onnxslim
+    except ImportError:
+        return proto
+    return onnxslim.slim(proto)
+
+
+def onnx_to_fp16(proto):
+    """float16 weights and activations, float32 input and output."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(proto, keep_io_types=True)
+
+
+def onnx_fold_weight_quantizers(proto):
+    """Store quantized weights as int8 initializers (QuantizeLinear folded away).
+
+    tf2onnx keeps a QAT model's weights in float, each followed by QuantizeLinear; the
+    folded form is a quarter of the size and what ONNX Runtime's QDQ kernels expect.
+    """
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    keep = []
+    for node in proto.graph.node:
+        folded = (node.op_type == "QuantizeLinear" and node.input[0] in inits
+                  and consumers.get(node.input[0]) == 1 and all(n in inits for n in node.input[1:]))
+        if not folded:
+            keep.append(node)
+            continue
+        arrays = [numpy_helper.to_array(inits[n]) for n in node.input]
+        weight, scale, zero = arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        q = _quantize_array(weight, scale, zero, axis)
+        proto.graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+        proto.graph.initializer.remove(inits[node.input[0]])
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _quantize_array(weight: np.ndarray, scale: np.ndarray, zero: np.ndarray | None,
+                    axis: int) -> np.ndarray:
+    dtype = zero.dtype if zero is not None else np.uint8
+    zero = np.zeros_like(scale, dtype=np.int32) if zero is None else zero.astype(np.int32)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(weight / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def onnx_quantize_static(proto, calibration: CalibrationSet, method: CalibMethod):
+    """Post-training static INT8 in QDQ form, per-channel, with ONNX Runtime."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    onnx = _onnx()
+    methods = {CalibMethod.MINMAX: CalibrationMethod.MinMax,
+               CalibMethod.ENTROPY: CalibrationMethod.Entropy,
+               CalibMethod.PERCENTILE: CalibrationMethod.Percentile}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, src)
+        quantize_static(str(src), str(dst), calibration.onnx_reader(proto.graph.input[0].name),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=methods[method])
+        return onnx.load(str(dst))
+
+
+def _onnx_float(source: Source, options: ExportOptions):
+    proto = keras_to_onnx(source.float_model, source.input_shape, options.opset)
+    return onnx_simplify(proto) if options.simplify else proto
+
+
+def _onnx_int8(source: Source, options: ExportOptions):
+    if int8_from_qat(source, options):
+        proto = keras_to_onnx(source.model, source.input_shape, options.opset)
+        return onnx_fold_weight_quantizers(proto)
+    return onnx_quantize_static(_onnx_float(source, options), source.calibration_set(),
+                                options.calib_method)
+
+
+def export_onnx(source: Source, options: ExportOptions) -> bytes:
+    if options.precision is Precision.INT8:
+        proto = _onnx_int8(source, options)
+    elif options.precision is Precision.FP16:
+        proto = onnx_to_fp16(_onnx_float(source, options))
+    else:
+        proto = _onnx_float(source, options)
+    return proto.SerializeToString()
+
+
+# --- ONNX -> OpenVINO ----------------------------------------------------------------
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise EngineMissingError("OpenVINO", "openvino") from exc
+    return ov
+
+
+def onnx_to_openvino(proto):
+    """An ``ov.Model`` from an ONNX model (QDQ nodes become OpenVINO FakeQuantize)."""
+    ov = _ov()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(proto.SerializeToString())
+        return ov.convert_model(str(path))
+
+
+def openvino_quantize_nncf(model, calibration: CalibrationSet, max_drop: float | None = None,
+                           validation: tuple[np.ndarray, np.ndarray] | None = None):
+    """NNCF post-training INT8; with ``max_drop``, NNCF's accuracy control on ``validation``."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise EngineMissingError("NNCF", "openvino") from exc
+    dataset = calibration.nncf_dataset()
+    if max_drop is None:
+        return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
+                             subset_size=len(calibration))
+    if validation is None:
+        raise ExportError("accuracy control (--max-drop) needs FER2013 to validate on")
+    images, labels = validation
+    items = [(images[i:i + 1], int(labels[i])) for i in range(len(labels))]
+
+    def top1(compiled, data) -> float:
+        hits = [int(np.argmax(compiled(x)[0])) == y for x, y in data]
+        return float(np.mean(hits))
+
+    return nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(items, lambda item: item[0]), validation_fn=top1,
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE)
+
+
+def export_openvino(source: Source, options: ExportOptions):
+    if options.precision is not Precision.INT8:
+        return onnx_to_openvino(_onnx_float(source, options))
+    if int8_from_qat(source, options):
+        return onnx_to_openvino(_onnx_int8(source, options))
+    validation = source.validation() if source.validation and options.max_drop else None
+    return openvino_quantize_nncf(onnx_to_openvino(_onnx_float(source, options)),
+                                  source.calibration_set(), options.max_drop, validation)
+
+
+EXPORTERS: dict[Target, Callable[[Source, ExportOptions], object]] = {
+    Target.TFLITE: export_tflite,
+    Target.ONNX: export_onnx,
+    Target.OPENVINO: export_openvino,
+}

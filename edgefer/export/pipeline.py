@@ -1,0 +1,193 @@
+"""``export_model``: convert, embed the edgefer record, gate on parity, then publish.
+
+The artifact is written under a temporary name and renamed only after the parity gate
+passes, so a failed export never leaves a file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from edgefer import __version__
+from edgefer.artifacts import METADATA_KEY, tflite_with_metadata
+from edgefer.calibration import CalibrationSet, choose_subset
+from edgefer.errors import ExportError
+from edgefer.export.convert import EXPORTERS, Source, int8_from_qat
+from edgefer.export.options import ExportOptions, Precision, Target
+from edgefer.export.parity import Parity, compare
+from edgefer.preprocess import ModelInfo
+
+PARITY_SEED = 1
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    options: ExportOptions
+    parity: Parity
+    size_bytes: int
+    int8_from: str = ""  # "qat" or "calibration" for INT8 exports
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A trained edgefer model, loaded once for any number of exports."""
+
+    path: Path
+    name: str
+    source: Source
+    info: ModelInfo
+    sha256: str
+
+
+def load_source(model_path: str | os.PathLike, data: Path | None = None,
+                calib_manifest: Path | None = None) -> LoadedModel:
+    from edgefer.model.mobilenetv3 import ModelConfig
+    from edgefer.model.store import float_twin, load_model, read_record, weights_sha256
+
+    model, stage, info = load_model(model_path)
+    config = ModelConfig(**read_record(model_path)["model"])
+    twin = float_twin(model, config) if stage.quantized else model
+    shape = (config.input_size, config.input_size, config.channels)
+    source = Source(model, twin, stage.quantized, shape,
+                    calibration=_calibration_loader(calib_manifest, data, info),
+                    validation=_validation_loader(data, info))
+    return LoadedModel(Path(model_path), info.name, source, info, weights_sha256(model_path))
+
+
+def _calibration_loader(manifest: Path | None, data: Path | None,
+                        info: ModelInfo) -> Callable[[], CalibrationSet] | None:
+    if data is None:
+        return None
+    from edgefer.calibration import DEFAULT_MANIFEST
+
+    chosen = manifest or DEFAULT_MANIFEST
+    return cache(lambda: CalibrationSet.from_manifest(chosen, data, info.preprocess))
+
+
+def _validation_loader(data: Path | None, info: ModelInfo):
+    if data is None:
+        return None
+    return cache(lambda: parity_images(data, info, 300))
+
+
+def parity_images(data: Path | None, info: ModelInfo, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` preprocessed training-split images (stratified, fixed seed) and labels.
+
+    Without FER2013, random faces stand in (the parity result says so).
+    """
+    if data is None:
+        rng = np.random.default_rng(PARITY_SEED)
+        faces = rng.integers(0, 256, (count, 48, 48), dtype=np.uint8)
+        return info.preprocess(faces), np.full(count, -1)
+    from edgefer.data import load_split
+
+    split = load_split(data, "train", skip_bad=True)
+    subset = split.subset(choose_subset(split, min(count, len(split)), PARITY_SEED))
+    return info.preprocess(subset.images), subset.labels
+
+
+def artifact_info(loaded: LoadedModel, options: ExportOptions) -> ModelInfo:
+    precision = options.precision.value
+    if options.precision is Precision.INT8:
+        precision = "int8-qat" if int8_from_qat(loaded.source, options) else "int8-ptq"
+    return replace(loaded.info, precision=precision, source_sha256=loaded.sha256,
+                   edgefer_version=__version__)
+
+
+def artifact_name(loaded: LoadedModel, options: ExportOptions) -> str:
+    return f"{loaded.name}-{options.precision.value}{options.suffix}"
+
+
+def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.PathLike,
+                 data: Path | None = None) -> ExportResult:
+    """Export ``loaded`` as ``options`` says into ``out_dir``; raise ExportError on failure."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / artifact_name(loaded, options)
+    info = artifact_info(loaded, options)
+    artifact = EXPORTERS[options.target](loaded.source, options)
+    staging = out_dir / f".{final.stem}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        temp = _write(artifact, options.target, info, staging / final.name)
+        parity = check_parity(loaded, options, temp, info, data)
+        if not parity.passed:
+            raise ExportError(
+                f"parity gate failed for {final.name}: top-1 agreement {parity.agreement:.3f} "
+                f"< {parity.threshold:.3f} on {parity.images} images (max probability "
+                f"difference {parity.max_prob_diff:.3f}); nothing written. Use --min-agreement "
+                "to override")
+        size = _publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    int8_from = ""
+    if options.precision is Precision.INT8:
+        int8_from = "qat" if int8_from_qat(loaded.source, options) else "calibration"
+    return ExportResult(final, options, parity, size, int8_from)
+
+
+def _write(artifact, target: Target, info: ModelInfo, path: Path) -> Path:
+    record = json.dumps(info.to_dict(), sort_keys=True)
+    if target is Target.TFLITE:
+        path.write_bytes(tflite_with_metadata(artifact, {METADATA_KEY: record.encode()}))
+    elif target is Target.ONNX:
+        import onnx
+
+        proto = onnx.load_from_string(artifact)
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, record
+        proto.producer_name, proto.producer_version = "edgefer", __version__
+        onnx.save(proto, str(path))
+    else:
+        import openvino as ov
+
+        artifact.set_rt_info(record, [METADATA_KEY, "info"])
+        ov.save_model(artifact, str(path), compress_to_fp16=info.precision == "fp16")
+    return path
+
+
+def _publish(staging: Path, out_dir: Path) -> int:
+    """Move every staged file into place; the main file last. Returns total bytes."""
+    files = sorted(staging.iterdir(), key=lambda f: f.suffix in (".xml", ".tflite", ".onnx"))
+    size = 0
+    for file in files:
+        size += file.stat().st_size
+        os.replace(file, out_dir / file.name)
+    return size
+
+
+def reference_probabilities(loaded: LoadedModel, options: ExportOptions,
+                            inputs: np.ndarray) -> np.ndarray:
+    """The Keras model the export came from: the QAT model for QAT INT8, else the float one."""
+    from_qat = options.precision is Precision.INT8 and int8_from_qat(loaded.source, options)
+    model = loaded.source.model if from_qat else loaded.source.float_model
+    key = (id(model), inputs.shape, float(inputs.sum()))
+    if key not in _REFERENCE_CACHE:
+        _REFERENCE_CACHE[key] = np.asarray(model.predict(inputs, batch_size=100, verbose=0))
+    return _REFERENCE_CACHE[key]
+
+
+_REFERENCE_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def check_parity(loaded: LoadedModel, options: ExportOptions, path: Path, info: ModelInfo,
+                 data: Path | None) -> Parity:
+    from edgefer.runtimes import RuntimeOptions, load_runtime
+
+    inputs, _ = parity_images(data, info, options.parity_images)
+    reference = reference_probabilities(loaded, options, inputs)
+    runtime = load_runtime(path, RuntimeOptions(threads=2), info=info)
+    candidate = np.concatenate([runtime.predict(inputs[i:i + 50])
+                                for i in range(0, len(inputs), 50)])
+    return compare(reference, candidate, options.threshold, synthetic=data is None)

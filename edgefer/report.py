@@ -1,0 +1,404 @@
+"""Formatting benchmark results: JSON, CSV, a Markdown page with pictures, a rich table.
+
+The only module that turns ``BenchRun``/``BenchResult`` into text or images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgefer.bench.results import BenchResult, BenchRun, Status
+from edgefer.errors import ConfigError
+
+JSON_NAME = "bench.json"
+CSV_NAME = "bench.csv"
+MARKDOWN_NAME = "bench.md"
+IMAGE_DIR = "img"
+
+CSV_COLUMNS = (
+    "model", "role", "target", "precision", "engine", "device", "threads", "batch", "status",
+    "reason", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "runs",
+    "load_ms", "first_ms", "noisy", "throughput_ips", "peak_rss_mb", "engine_rss_mb",
+    "size_bytes", "size_gzip_bytes", "top1", "macro_f1", "agreement", "images", "ran_on",
+)
+
+
+# --- files ---------------------------------------------------------------------------
+
+def write_json(run: BenchRun, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run.to_dict(), indent=1) + "\n")
+    return path
+
+
+def read_json(path: str | os.PathLike) -> BenchRun:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable bench JSON ({exc})") from exc
+    return BenchRun.from_dict(data)
+
+
+def csv_row(result: BenchResult) -> dict[str, object]:
+    lat = result.latency_ms
+    acc = result.accuracy
+    row: dict[str, object] = {
+        "model": result.model, "role": result.role, "target": result.target,
+        "precision": result.precision, "engine": result.engine, "device": result.device,
+        "threads": result.threads, "batch": result.batch, "status": result.status.value,
+        "reason": result.reason, "throughput_ips": _num(result.throughput_ips, 2),
+        "peak_rss_mb": _num(result.peak_rss_mb, 1), "engine_rss_mb": _num(result.engine_rss_mb, 1),
+        "size_bytes": result.size_bytes, "size_gzip_bytes": result.size_gzip_bytes,
+        "top1": _num(acc.top1 if acc else None, 4),
+        "macro_f1": _num(acc.macro_f1 if acc else None, 4),
+        "agreement": _num(result.agreement, 4), "images": acc.images if acc else "",
+        "ran_on": result.ran_on,
+    }
+    for key in ("p50", "p90", "p99", "mean", "std", "min", "max"):
+        row[f"{key}_ms"] = _num(getattr(lat, key) if lat else None, 4)
+    row.update(runs=lat.runs if lat else "", load_ms=_num(lat.load_ms if lat else None, 1),
+               first_ms=_num(lat.first_ms if lat else None, 2),
+               noisy=str(lat.noisy).lower() if lat else "")
+    return row
+
+
+def write_csv(run: BenchRun, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for result in run.results:
+            writer.writerow(csv_row(result))
+    return path
+
+
+def write_report(run: BenchRun, folder: str | os.PathLike) -> list[Path]:
+    """``bench.json``, ``bench.csv``, ``bench.md`` and its pictures under ``folder``."""
+    folder = Path(folder)
+    written = [write_json(run, folder / JSON_NAME), write_csv(run, folder / CSV_NAME)]
+    images = write_plots(run, folder / IMAGE_DIR)
+    page = folder / MARKDOWN_NAME
+    page.write_text(markdown(run, {k: p.relative_to(folder).as_posix()
+                                   for k, p in images.items()}))
+    return [*written, page, *images.values()]
+
+
+# --- what goes into tables and plots -------------------------------------------------
+
+def _num(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _size(n: int) -> str:
+    if not n:
+        return "-"
+    return f"{n / 2**20:.2f} MB" if n >= 2**20 else f"{n / 1024:.0f} kB"
+
+
+def label(result: BenchResult) -> str:
+    """Short name of a result's model: ``target precision`` or its own name for baselines."""
+    if result.role == "baseline":
+        return f"{result.model} ({result.target} {result.precision})"
+    return f"{result.target} {result.precision}".strip()
+
+
+def usable(result: BenchResult) -> bool:
+    return result.status in (Status.OK, Status.FALLBACK)
+
+
+def latency_rows(run: BenchRun) -> list[BenchResult]:
+    """Batch-1 results at the fewest threads measured, fastest first (the Pareto view)."""
+    rows = [r for r in run.results if usable(r) and r.batch == 1 and r.latency_ms]
+    if not rows:
+        return []
+    fewest = min(r.threads for r in rows)
+    return sorted((r for r in rows if r.threads == fewest), key=lambda r: r.latency_ms.p50)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower x and higher y, by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+# --- rich table --------------------------------------------------------------------
+
+def render_table(run: BenchRun, title: str = "edgefer bench"):
+    """A rich Table of every result (import rich only when asked)."""
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    for name, justify in (("model", "left"), ("target", "left"), ("prec", "left"),
+                          ("device", "left"), ("thr", "right"), ("batch", "right"),
+                          ("status", "left"), ("p50 ms", "right"), ("p90 ms", "right"),
+                          ("p99 ms", "right"), ("img/s", "right"), ("RSS MB", "right"),
+                          ("size", "right"), ("gzip", "right"), ("top-1 %", "right"),
+                          ("F1 %", "right"), ("agree %", "right")):
+        table.add_column(name, justify=justify, no_wrap=name not in ("model", "status"))
+    reasons: list[str] = []
+    for r in run.results:
+        lat = r.latency_ms
+        status = r.status.value
+        if r.status is not Status.OK:
+            status = f"[yellow]{status}[/]"
+            if r.reason:
+                if r.reason not in reasons:
+                    reasons.append(r.reason)
+                status += f" [{reasons.index(r.reason) + 1}]"
+        elif lat is not None and lat.noisy:
+            status = "ok [yellow](noisy)[/]"
+        table.add_row(
+            r.model, r.target, r.precision, r.device, str(r.threads), str(r.batch), status,
+            _ms(lat.p50 if lat else None), _ms(lat.p90 if lat else None),
+            _ms(lat.p99 if lat else None),
+            "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}",
+            "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+            _size(r.size_bytes), _size(r.size_gzip_bytes),
+            _pct(r.accuracy.top1 if r.accuracy else None),
+            _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
+    if reasons:
+        table.caption = "\n".join(f"[{i}] {reason}" for i, reason in enumerate(reasons, 1))
+        table.caption_justify = "left"
+    return table
+
+
+# --- markdown ----------------------------------------------------------------------
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
+    """The report page; ``images`` maps plot names to paths relative to the page."""
+    images = images or {}
+    ctx = run.context
+    out = ["# edgefer benchmark", ""]
+    out.append(f"edgefer {ctx.edgefer_version}" + (f" ({ctx.git_revision})"
+                                                    if ctx.git_revision else "")
+               + f" on {ctx.cpu or 'unknown CPU'}, {ctx.cores} cores, {ctx.os}, "
+               f"Python {ctx.python}.")
+    if ctx.device_model:
+        out.append(f"Board: {ctx.device_model}.")
+    engines = ", ".join(f"{k} {v}" for k, v in sorted(ctx.engine_versions.items()))
+    if engines:
+        out.append(f"Engines: {engines}.")
+    if ctx.extra:
+        out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in sorted(ctx.extra.items()))
+                   + ".")
+    out.append("")
+    if run.notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in run.notes] + [""]
+
+    out += ["## Latency, size and accuracy", "",
+            "Per-image latency at batch 1 (warm-up excluded), fewest threads measured, "
+            "fastest first. Accuracy is top-1 on the evaluation split; agreement is the share "
+            "of images where a model's top-1 equals the reference model's.", ""]
+    rows = latency_rows(run)
+    out.append(_md_table(
+        ("model", "target", "precision", "engine", "device", "threads", "p50 ms", "p90 ms",
+         "p99 ms", "mean ± std ms", "load ms", "first ms", "size", "gzip", "peak RSS MB",
+         "top-1 %", "macro-F1 %", "agreement %"),
+        [(r.model, r.target, r.precision, r.engine, r.device, r.threads, _ms(r.latency_ms.p50),
+          _ms(r.latency_ms.p90), _ms(r.latency_ms.p99),
+          f"{_ms(r.latency_ms.mean)} ± {_ms(r.latency_ms.std)}", f"{r.latency_ms.load_ms:.0f}",
+          _ms(r.latency_ms.first_ms), _size(r.size_bytes), _size(r.size_gzip_bytes),
+          "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+          _pct(r.accuracy.top1 if r.accuracy else None),
+          _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
+         for r in rows]))
+    out.append("")
+    for key, caption in (("pareto", "Accuracy vs latency (batch 1); the line joins the "
+                                    "Pareto-optimal models."),
+                         ("latency", "Per-image latency distributions at batch 1 (box: "
+                                     "p25-p75, whiskers: p1-p99).")):
+        if key in images:
+            out += [f"![{caption}]({images[key]})", "", f"*{caption}*", ""]
+
+    out += ["## Every setting", "", "Throughput is images per second at that batch size; "
+            "latency is per image (batch time / batch).", ""]
+    out.append(_md_table(
+        ("model", "target", "precision", "device", "threads", "batch", "status", "p50 ms",
+         "img/s", "ran on"),
+        [(r.model, r.target, r.precision, r.device, r.threads, r.batch,
+          r.status.value + (f": {r.reason}" if r.reason else ""),
+          _ms(r.latency_ms.p50 if r.latency_ms else None),
+          "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}", r.ran_on or "-")
+         for r in run.results]))
+    out.append("")
+
+    scored = _one_per_model([r for r in run.results if r.accuracy is not None])
+    if scored:
+        classes = scored[0].accuracy.classes
+        out += ["## Per-class precision / recall (%)", "",
+                f"On {scored[0].accuracy.images} images of the "
+                f"{scored[0].accuracy.split} split.", ""]
+        out.append(_md_table(
+            ("model", "target", "precision", *classes),
+            [(r.model, r.target, r.precision,
+              *(f"{_pct(r.accuracy.per_class[c].precision)} / "
+                f"{_pct(r.accuracy.per_class[c].recall)}" for c in classes))
+             for r in scored]))
+        out.append("")
+    if "confusion" in images:
+        caption = "Confusion matrices (rows: true class, normalised per row)."
+        out += [f"![{caption}]({images['confusion']})", "", f"*{caption}*", ""]
+    out += ["JSON schema: `docs/bench-schema.md` (version "
+            f"{run.schema_version}). Raw numbers: `{JSON_NAME}`, `{CSV_NAME}`.", ""]
+    return "\n".join(out)
+
+
+def _one_per_model(results: Sequence[BenchResult]) -> list[BenchResult]:
+    """The first result of each (model, target, precision, device): accuracy is per model."""
+    seen, out = set(), []
+    for r in results:
+        key = (r.model, r.target, r.precision, r.device)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+# --- pictures ----------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(run: BenchRun, folder: str | os.PathLike) -> dict[str, Path]:
+    """PNG files for the report; a plot with nothing to show is skipped."""
+    folder = Path(folder)
+    made: dict[str, Path] = {}
+    for name, plot in (("pareto", plot_pareto), ("latency", plot_latency),
+                       ("confusion", plot_confusion)):
+        path = folder / f"{name}.png"
+        if plot(run, path):
+            made[name] = path
+    return made
+
+
+def plot_pareto(run: BenchRun, path: Path) -> bool:
+    """Top-1 against p50 latency at batch 1 (or size against latency without accuracy)."""
+    rows = latency_rows(run)
+    if not rows:
+        return False
+    with_acc = all(r.accuracy is not None for r in rows)
+    xs = [r.latency_ms.p50 for r in rows]
+    ys = [100 * r.accuracy.top1 if with_acc else r.size_bytes / 2**20 for r in rows]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"model": "tab:blue", "reference": "tab:green", "baseline": "tab:red"}
+    for r, x, y in zip(rows, xs, ys, strict=True):
+        ax.scatter(x, y, color=colors.get(r.role, "tab:blue"), zorder=3)
+        ax.annotate(label(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if with_acc:
+        front = pareto_front(list(zip(xs, ys, strict=True)))
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="gray", zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency per image, ms (batch 1, {rows[0].threads} thread(s), log)")
+    ax.set_ylabel("top-1 accuracy, %" if with_acc else "model size, MB (no accuracy data)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("accuracy vs latency" if with_acc else "size vs latency")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_latency(run: BenchRun, path: Path) -> bool:
+    """Box plots of batch-1 latency from the kept percentiles (p1, p25, p50, p75, p99)."""
+    rows = [r for r in latency_rows(run) if len(r.latency_quantiles_ms) == 101]
+    if not rows:
+        return False
+    stats = [{"label": label(r), "med": r.latency_quantiles_ms[50],
+              "q1": r.latency_quantiles_ms[25], "q3": r.latency_quantiles_ms[75],
+              "whislo": r.latency_quantiles_ms[1], "whishi": r.latency_quantiles_ms[99],
+              "mean": r.latency_ms.mean, "fliers": []} for r in rows]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
+    try:
+        ax.bxp(stats, orientation="horizontal", showmeans=True)
+    except TypeError:  # matplotlib < 3.10
+        ax.bxp(stats, vert=False, showmeans=True)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per image, ms (batch 1, log)")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def confusion_pair(run: BenchRun) -> list[BenchResult]:
+    """The results whose confusion matrices the report shows: float, INT8, baselines."""
+    scored = _one_per_model([r for r in run.results if r.accuracy is not None])
+    own = [r for r in scored if r.role != "baseline"]
+    floats = [r for r in own if r.precision == "fp32"]
+    floats.sort(key=lambda r: (r.role != "reference", r.target != "keras"))
+    int8 = [r for r in own if "int8" in r.precision]
+    int8.sort(key=lambda r: (r.target != "tflite", r.precision != "int8"))
+    picked = floats[:1] + int8[:1] + [r for r in scored if r.role == "baseline"][:1]
+    return picked or scored[:2]
+
+
+def plot_confusion(run: BenchRun, path: Path) -> bool:
+    import numpy as np
+
+    picked = confusion_pair(run)
+    if not picked:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(picked), figsize=(4.2 * len(picked), 4.2), squeeze=False)
+    for ax, r in zip(axes[0], picked, strict=True):
+        counts = np.asarray(r.accuracy.confusion, dtype=np.float64)
+        norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        names = [c[:3] for c in r.accuracy.classes]
+        ax.set_xticks(range(len(names)), names, rotation=45)
+        ax.set_yticks(range(len(names)), names)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_title(f"{label(r)}\ntop-1 {100 * r.accuracy.top1:.1f}%", fontsize=9)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
