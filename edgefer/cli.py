@@ -46,12 +46,18 @@ def data() -> None:
 @data.command("info")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--skip-bad", is_flag=True,
+              help="Count and list unreadable or wrong-size images and bad CSV rows "
+              "instead of stopping at the first.")
 @friendly
-def data_info(path: Path, as_json: bool) -> None:
-    """Counts per split and class, image size, and problems found in PATH."""
+def data_info(path: Path, as_json: bool, skip_bad: bool) -> None:
+    """Counts per split and class, image size, and problems found in PATH.
+
+    PATH is a FER2013 image folder (train/, test/) or fer2013.csv(.gz).
+    """
     from edgefer.dataset_info import describe, render_info
 
-    info = describe(path)
+    info = describe(path, skip_bad)
     click.echo(json.dumps(info, indent=1) if as_json else render_info(info))
 
 
@@ -250,6 +256,8 @@ def _bench_options(report_default: Path | None):
                      "neutral (default: FER2013's)."),
         click.option("--baseline-precision", multiple=True,
                      help="Its precision, for the report (e.g. int8, fp32)."),
+        click.option("--baseline-name", multiple=True,
+                     help="Its name in tables (default: the file's stem)."),
         click.option("--in-process", is_flag=True, hidden=True,
                      help="Measure in this process (tests; peak memory is then shared)."),
     ]
@@ -363,7 +371,7 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
         baselines, baseline_options["baseline_input_size"],
         baseline_options["baseline_channels"], baseline_options["baseline_scale"],
         baseline_options["baseline_offset"], baseline_options["baseline_labels"],
-        baseline_options["baseline_precision"])
+        baseline_options["baseline_precision"], baseline_options["baseline_name"])
     plan = runner.BenchPlan(
         models=tuple(specs), device=device,
         threads=threads or runner.env_threads(), batches=batches,

@@ -11,8 +11,12 @@ from edgefer.labels import CLASS_NAMES, IMAGE_SIZE
 _MAX_LISTED = 20
 
 
-def describe(source: str | os.PathLike) -> dict:
-    """Counts per split and class, the image size, and the problems found."""
+def describe(source: str | os.PathLike, skip_bad: bool = False) -> dict:
+    """Counts per split and class, the image size, and the problems found.
+
+    Blank images are always counted; unreadable or wrong-size images and bad CSV rows
+    stop with an error naming them unless ``skip_bad``, which counts and lists them.
+    """
     splits = available_splits(source)
     if not splits:
         raise DataError(f"{source} holds no FER2013 split (expected train/ and test/ "
@@ -20,7 +24,7 @@ def describe(source: str | os.PathLike) -> dict:
     info: dict = {"source": str(source), "image_size": [IMAGE_SIZE, IMAGE_SIZE],
                   "classes": list(CLASS_NAMES), "splits": {}}
     for name in splits:
-        split = load_split(source, name, skip_bad=True)
+        split = load_split(source, name, skip_bad=skip_bad)
         problems = [str(p) for p in split.problems]
         kinds: dict[str, int] = {}
         for p in split.problems:

@@ -355,7 +355,8 @@ def existing(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def baseline_specs(files: Sequence[str | os.PathLike], input_sizes: Sequence[int] = (),
                    channels: Sequence[int] = (), scales: Sequence[float] = (),
                    offsets: Sequence[float] = (), labels: Sequence[str] = (),
-                   precisions: Sequence[str] = ()) -> list[ModelSpec]:
+                   precisions: Sequence[str] = (), names: Sequence[str] = ()
+                   ) -> list[ModelSpec]:
     """Baseline models from repeatable options: the i-th value of each option goes with the
     i-th file, the last value given with any file after it, edgefer's own without any."""
     def pick(values: Sequence, i: int, default):
@@ -364,10 +365,11 @@ def baseline_specs(files: Sequence[str | os.PathLike], input_sizes: Sequence[int
     specs = []
     for i, path in enumerate(existing(files)):
         order = pick(labels, i, None)
+        name = names[i] if i < len(names) else path.stem
         info = baseline_info(input_size=pick(input_sizes, i, 48), channels=pick(channels, i, 1),
                              scale=pick(scales, i, 1 / 127.5), offset=pick(offsets, i, -1.0),
-                             labels=order.split(",") if order else None, name=path.stem,
+                             labels=order.split(",") if order else None, name=name,
                              precision=pick(precisions, i, ""))
-        specs.append(ModelSpec(path, name=path.stem, role=Role.BASELINE, info=info,
+        specs.append(ModelSpec(path, name=name, role=Role.BASELINE, info=info,
                                precision=info.precision))
     return specs

@@ -1,0 +1,144 @@
+"""``edgefer bench`` end to end on numpy-made ONNX models and a small FER2013-style CSV."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _bench_models import make_band_onnx, write_fer_csv
+from click.testing import CliRunner
+
+from edgefer.bench.measure import MeasureOptions
+from edgefer.bench.results import Status
+from edgefer.bench.runner import BenchPlan, ModelSpec, Role, baseline_specs, run_plan
+from edgefer.cli import main
+from edgefer.labels import CLASS_NAMES
+
+pytest.importorskip("onnxruntime")
+
+QUICK = ["--warmup", "1", "--min-runs", "3", "--min-time", "0", "--threads", "1",
+         "--batch", "1,4", "--in-process"]
+# the baseline's outputs in this order; its weights are permuted to match
+THEIR_ORDER = (6, 3, 4, 5, 2, 1, 0)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("EDGEFER_FER2013", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    return {"model": make_band_onnx(tmp_path / "band.onnx"),
+            "theirs": make_band_onnx(tmp_path / "theirs.onnx", THEIR_ORDER, info=None),
+            "data": write_fer_csv(tmp_path / "fer.csv")}
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_bench_with_accuracy_and_label_mapped_baseline(files, tmp_path):
+    labels = ",".join(CLASS_NAMES[k] for k in THEIR_ORDER)
+    out = tmp_path / "run.json"
+    result = invoke("bench", files["model"], "--data", files["data"], "--json", out,
+                    "--report", tmp_path / "rep", "--baseline", files["theirs"],
+                    "--baseline-labels", labels, "--baseline-precision", "fp32",
+                    "--reference", files["model"], *QUICK)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert [(r["model"], r["batch"]) for r in rows] == [
+        ("band", 1), ("band", 4), ("theirs", 1), ("theirs", 4)]
+    for row in rows:
+        assert row["status"] == "ok"
+        assert row["latency_ms"]["p50"] > 0 and row["throughput_ips"] > 0
+        assert row["size_bytes"] > row["size_gzip_bytes"] > 0
+        # band faces are separable: both classify all 28 test faces, in FER2013's order
+        assert row["accuracy"]["top1"] == 1.0 and row["accuracy"]["images"] == 28
+        assert row["agreement"] == 1.0
+    assert rows[0]["role"] == "reference" and rows[2]["role"] == "baseline"
+    assert (tmp_path / "rep" / "bench.md").exists()
+
+
+def test_baseline_without_its_label_order_scores_badly(files, tmp_path):
+    out = tmp_path / "run.json"
+    result = invoke("bench", files["model"], "--data", files["data"], "--json", out,
+                    "--baseline", files["theirs"], "--reference", files["model"], *QUICK)
+    assert result.exit_code == 0, result.output
+    theirs = [r for r in json.loads(out.read_text())["results"] if r["model"] == "theirs"]
+    assert theirs[0]["accuracy"]["top1"] < 0.5 and theirs[0]["agreement"] < 0.5
+
+
+def test_no_data_means_latency_and_size_only(files, tmp_path):
+    out = tmp_path / "run.json"
+    result = invoke("bench", files["model"], "--json", out, *QUICK)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert any("no FER2013" in note for note in data["notes"])
+    assert data["results"][0]["accuracy"] is None
+    assert data["results"][0]["latency_ms"]["runs"] >= 3
+
+
+def test_gpu_asked_for_by_name_is_a_clear_error(files):
+    result = invoke("bench", files["model"], "--device", "gpu", *QUICK)
+    assert result.exit_code == 1
+    assert "GPU" in result.output and "Traceback" not in result.output
+
+
+def test_device_all_gives_unavailable_rows(files, tmp_path):
+    out = tmp_path / "run.json"
+    result = invoke("bench", files["model"], "--device", "all", "--json", out, *QUICK)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    by_device = {}
+    for row in rows:
+        by_device.setdefault(row["device"], []).append(row)
+    assert all(r["status"] == "ok" for r in by_device["cpu"])
+    for device in ("gpu", "npu"):
+        (row,) = by_device[device]
+        assert row["status"] == "unavailable"
+        assert device.upper() in row["reason"]
+        assert row["latency_ms"] is None
+
+
+def test_provider_that_falls_back_is_reported_as_fallback(files, monkeypatch):
+    """CUDA listed as available but not usable: ORT runs on the CPU, and we say so."""
+    import onnxruntime
+
+    real = onnxruntime.get_available_providers
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", *real()])
+    plan = BenchPlan(models=(ModelSpec(files["model"]),), device="gpu", threads=(1,),
+                     batches=(1,), measure=MeasureOptions(warmup=0, min_runs=2, min_time_s=0),
+                     isolate=False)
+    (row,) = run_plan(plan).results
+    assert row.status is Status.FALLBACK
+    assert "CUDA" not in row.ran_on and "CPU" in row.ran_on
+    assert "ran on" in row.reason
+
+
+def test_measured_in_a_fresh_process(files):
+    plan = BenchPlan(models=(ModelSpec(files["model"]),), threads=(1,), batches=(1,),
+                     measure=MeasureOptions(warmup=0, min_runs=2, min_time_s=0), isolate=True,
+                     data=files["data"], reference=ModelSpec(files["model"]))
+    (row,) = run_plan(plan).results
+    assert row.status is Status.OK, row.reason
+    assert row.peak_rss_mb > row.engine_rss_mb > 0
+    assert row.accuracy.top1 == 1.0
+
+
+def test_baseline_options_pair_up_by_position(files):
+    specs = baseline_specs([files["theirs"], files["theirs"]], input_sizes=(64,),
+                           scales=(1 / 255, 2 / 255), offsets=(0.0, -1.0))
+    assert [s.info.preprocess.size for s in specs] == [64, 64]
+    assert [s.info.preprocess.offset for s in specs] == [0.0, -1.0]
+    assert all(s.role is Role.BASELINE for s in specs)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    result = invoke("bench", tmp_path / "nope.onnx", *QUICK)
+    assert result.exit_code == 1 and "not found" in result.output

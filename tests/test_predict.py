@@ -1,0 +1,353 @@
+"""edgefer predict: detection, alignment, crops, the Recognizer API, videos and the CLI,
+on a real exported model (a width-0.25 MobileNetV3, INT8 TFLite with edgefer metadata)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgefer.cli import main
+from edgefer.errors import ModelError
+from edgefer.labels import CLASS_NAMES
+from edgefer.predict import Box, Detection, DetectMode, Recognizer, RecognizerOptions
+from edgefer.predict.detect import face_crop, parse_yunet, pick_eye_pair
+from edgefer.predict.inputs import Kind, expand_inputs
+from edgefer.predict.run import DEFAULT_MODEL
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / DEFAULT_MODEL
+# Where the astronaut's face is in skimage.data.astronaut() (512x512), checked by eye.
+ASTRONAUT_FACE = Box(170, 60, 105, 105)
+
+
+def make_mnv3_exports(folder: Path) -> dict[str, Path]:
+    """The shipped architecture at width 0.25: an edgefer Keras folder and its INT8
+    TFLite export (int8 input and output, edgefer metadata), untrained."""
+    from edgefer._tf import tf
+    from edgefer.artifacts import METADATA_KEY, tflite_with_metadata
+    from edgefer.model.mobilenetv3 import ModelConfig, build_model
+    from edgefer.model.store import Stage, save_model
+    from edgefer.preprocess import ModelInfo
+
+    config = ModelConfig(width=0.25)
+    model = build_model(config)
+    info = ModelInfo(name="predict-test", precision="int8")
+    keras_dir = save_model(model, folder / "keras", config, Stage.FLOAT, info)
+    converter = tf().lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf().lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, (1, 48, 48, 1)).astype(np.float32)] for _ in range(8))
+    converter.target_spec.supported_ops = [tf().lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf().int8
+    converter.inference_output_type = tf().int8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected"
+        converted = converter.convert()
+    data = tflite_with_metadata(converted,
+                                {METADATA_KEY: json.dumps(info.to_dict()).encode()})
+    tflite = folder / "predict-test-int8.tflite"
+    tflite.write_bytes(data)
+    return {"keras": keras_dir, "tflite": tflite}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("tensorflow")
+    return make_mnv3_exports(tmp_path_factory.mktemp("predict-model"))
+
+
+@pytest.fixture(scope="module")
+def model(exports) -> Path:
+    return exports["tflite"]
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])  # RGB -> BGR
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut) -> dict[str, Path]:
+    """A folder with a photo, a no-face image and a face crop; a corrupt file beside it."""
+    root = tmp_path_factory.mktemp("photos")
+    folder = root / "album"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "astronaut.jpg"), astronaut)
+    cv2.imwrite(str(folder / "sub" / "wall.png"), np.full((300, 400), 128, np.uint8))
+    face = ASTRONAUT_FACE
+    crop = cv2.cvtColor(astronaut[face.y:face.y + face.h, face.x:face.x + face.w],
+                        cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(folder / "crop48.png"), cv2.resize(crop, (48, 48),
+                                                      interpolation=cv2.INTER_AREA))
+    (folder / "notes.txt").write_text("not an image, skipped in folders\n")
+    corrupt = root / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is no JPEG")
+    return {"root": root, "folder": folder, "photo": folder / "astronaut.jpg",
+            "wall": folder / "sub" / "wall.png", "crop": folder / "crop48.png",
+            "corrupt": corrupt}
+
+
+@pytest.fixture(scope="module")
+def recognizer(model) -> Recognizer:
+    return Recognizer.from_file(model, threads=1)
+
+
+class NoDetector:
+    """Fails the test if detection runs."""
+
+    def detect(self, image, near=None):
+        raise AssertionError("the detector ran on a face crop")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, ["predict", *args])
+
+
+# --- pure pieces -------------------------------------------------------------------
+
+def test_box_iou_and_grow():
+    a, b = Box(0, 0, 10, 10), Box(5, 0, 10, 10)
+    assert a.iou(a) == 1.0
+    assert a.iou(b) == pytest.approx(50 / 150)
+    assert a.iou(Box(20, 20, 5, 5)) == 0.0
+    assert Box(2, 2, 10, 10).grown(0.5, 14, 14) == Box(0, 0, 14, 14)
+
+
+def test_face_crop_levels_tilted_eyes():
+    """Two dots tilted by 20 degrees come out level (same row) in the aligned crop."""
+    image = np.zeros((200, 200), np.uint8)
+    angle = np.radians(20)
+    centre = np.array([100.0, 100.0])
+    offset = 30 * np.array([np.cos(angle), np.sin(angle)])
+    left, right = centre - offset, centre + offset
+    for x, y in (left, right):
+        cv2.circle(image, (round(x), round(y)), 4, 255, -1)
+    detection = Detection(Box(50, 50, 100, 100), eyes=(tuple(left), tuple(right)))
+    assert detection.eye_angle == pytest.approx(20)
+    crop = face_crop(image, detection, 48, margin=0.0)
+    assert crop.shape == (48, 48)
+    ys, xs = np.nonzero(crop > 128)
+    left_rows, right_rows = ys[xs < 24], ys[xs >= 24]
+    assert abs(left_rows.mean() - right_rows.mean()) < 1.0
+    unaligned = face_crop(image, detection, 48, margin=0.0, align=False)
+    ys, xs = np.nonzero(unaligned > 128)
+    assert ys[xs >= 24].mean() - ys[xs < 24].mean() > 5
+
+
+def test_eye_pair_rejects_implausible_pairs():
+    box = Box(0, 0, 100, 100)
+    assert pick_eye_pair([(30, 40, 20), (70, 42, 22)], box) == ((30, 40), (70, 42))
+    assert pick_eye_pair([(30, 40, 20), (40, 40, 20)], box) is None  # one half only
+    assert pick_eye_pair([(45, 40, 20), (55, 40, 20)], box) is None  # too close
+    assert pick_eye_pair([(30, 20, 20), (60, 60, 20)], box) is None  # tilted > 30 degrees
+
+
+def test_parse_yunet_rows():
+    row = np.array([[10, 20, 50, 60, 40, 35, 22, 36, 30, 50, 25, 60, 38, 61, 0.9]], np.float32)
+    (det,) = parse_yunet(row, dx=5, dy=7)
+    assert det.box == Box(15, 27, 50, 60)
+    assert det.score == pytest.approx(0.9)
+    assert det.eyes == ((27.0, 43.0), (45.0, 42.0))  # sorted left to right in the image
+    assert parse_yunet(None) == []
+
+
+def test_expand_inputs(photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    items, problems = expand_inputs([str(photos["folder"]), str(photos["corrupt"]), "0",
+                                     "missing.jpg"])
+    kinds = [(i.kind, i.path.name if i.path else i.camera) for i in items]
+    assert kinds == [(Kind.IMAGE, "astronaut.jpg"), (Kind.IMAGE, "crop48.png"),
+                     (Kind.IMAGE, "wall.png"), (Kind.IMAGE, "corrupt.jpg"), (Kind.CAMERA, 0)]
+    assert items[2].relative == Path("album/sub/wall.png")
+    assert [p.name for p in problems] == ["missing.jpg"]
+    assert "missing.jpg" in problems[0].message
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError):
+        RecognizerOptions(detect="sometimes")
+    with pytest.raises(Exception, match="margin"):
+        RecognizerOptions(margin=2.0)
+
+
+# --- the Python API on a real export -----------------------------------------------
+
+def test_recognize_photo(recognizer, astronaut):
+    faces = recognizer.recognize(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.box.iou(ASTRONAUT_FACE) > 0.6
+    assert face.label in CLASS_NAMES
+    assert face.classes == CLASS_NAMES
+    assert len(face.probabilities) == 7
+    assert sum(face.probabilities) == pytest.approx(1.0, abs=0.02)
+    assert face.confidence == max(face.probabilities)
+    assert face.label == CLASS_NAMES[int(np.argmax(face.probabilities))]
+    record = face.to_dict()
+    assert record["box"] == face.box.to_list()
+    assert set(record["probabilities"]) == set(CLASS_NAMES)
+    # the same face from a gray copy
+    (gray_face,) = recognizer.recognize(cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY))
+    assert gray_face.box == face.box
+
+
+def test_no_face_is_empty(recognizer):
+    assert recognizer.recognize(np.full((480, 640, 3), 128, np.uint8)) == ()
+
+
+def test_crop_fast_path_skips_detection(model, photos):
+    crop = cv2.imread(str(photos["crop"]), cv2.IMREAD_GRAYSCALE)
+    fast = Recognizer.from_file(model, detector=NoDetector())
+    (face,) = fast.recognize(crop)
+    assert face.box == Box(0, 0, 48, 48)
+    assert fast.crops(crop, fast.detect(crop))[0].tolist() == crop.tolist()
+    forced = Recognizer.from_file(model, options=RecognizerOptions(detect=DetectMode.ALWAYS),
+                                  detector=NoDetector())
+    with pytest.raises(AssertionError, match="detector ran"):
+        forced.recognize(crop)
+
+
+def test_no_detect_takes_whole_image(model, astronaut):
+    whole = Recognizer.from_file(model, options=RecognizerOptions(detect="never"),
+                                 detector=NoDetector())
+    (face,) = whole.recognize(astronaut)
+    assert face.box == Box(0, 0, 512, 512)
+
+
+def test_keras_folder_and_tflite_agree_on_boxes(exports, astronaut):
+    keras_faces = Recognizer.from_file(exports["keras"]).recognize(astronaut)
+    tflite_faces = Recognizer.from_file(exports["tflite"]).recognize(astronaut)
+    assert [f.box for f in keras_faces] == [f.box for f in tflite_faces]
+
+
+def test_runs_without_tensorflow(model, photos):
+    """The runtime-only install: LiteRT and OpenCV, TensorFlow not importable."""
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "tf_keras", "keras"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        import cv2
+        from edgefer.predict import Recognizer
+        recognizer = Recognizer.from_file({str(model)!r})
+        faces = recognizer.recognize(cv2.imread({str(photos["photo"])!r}))
+        assert len(faces) == 1, faces
+        assert "tensorflow" not in sys.modules
+        print("ok", faces[0].label)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")
+
+
+# --- the command line --------------------------------------------------------------
+
+def test_cli_folder_image_and_corrupt_file(model, photos, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(str(photos["folder"]), str(photos["corrupt"]), str(photos["photo"]),
+                     "--model", str(model), "--out", str(out), "--json")
+    assert result.exit_code == 1
+    assert "corrupt.jpg" in result.stderr
+    assert "1 of 5 inputs failed" in result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["type"], Path(r["input"]).name) for r in records] == [
+        ("image", "astronaut.jpg"), ("image", "crop48.png"), ("image", "wall.png"),
+        ("error", "corrupt.jpg"), ("image", "astronaut.jpg")]
+    photo, crop, wall, corrupt, again = records
+    assert photo["status"] == "ok" and len(photo["faces"]) == 1
+    assert again["faces"] == photo["faces"]
+    assert crop["faces"][0]["box"] == [0, 0, 48, 48]
+    assert wall["status"] == "no_face" and wall["faces"] == []
+    assert "corrupt.jpg" in corrupt["error"]
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["album/astronaut.annotated.jpg", "album/crop48.annotated.png",
+                       "album/sub/wall.annotated.png", "astronaut.annotated.jpg"]
+    annotated = cv2.imread(str(out / "astronaut.annotated.jpg"))
+    assert annotated.shape == (512, 512, 3)
+    assert np.abs(annotated.astype(int) - cv2.imread(str(photos["photo"])).astype(int)).max() > 100
+    assert cv2.imread(str(out / "album/crop48.annotated.png")).shape[0] >= 240  # enlarged
+
+
+def test_cli_text_output_and_clean_exit(model, photos):
+    result = run_cli(str(photos["photo"]), str(photos["wall"]), "--model", str(model))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{photos['photo']}: 1 face: ")
+    assert lines[1] == f"{photos['wall']}: no face found"
+
+
+def test_cli_video(model, astronaut, tmp_path):
+    """A 12-frame MJPG video: the face moves, then leaves for frames 6..7."""
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    face = cv2.resize(astronaut, (480, 480), interpolation=cv2.INTER_AREA)
+    for i in range(12):
+        frame = np.full((480, 640, 3), 96, np.uint8)
+        if i not in (6, 7):
+            frame[:, 8 * i:8 * i + 480] = face
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    result = run_cli(str(video), "--model", str(model), "--out", str(out), "--every", "3",
+                     "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    frames = [r for r in records if r["type"] == "frame"]
+    assert [r["frame"] for r in frames] == list(range(12))
+    faces = [len(r["faces"]) for r in frames]
+    # frame 6: full detection finds no face; 7, 8: nothing to track; 9: detected again
+    assert faces == [1] * 6 + [0] * 3 + [1] * 3
+    tracks = [f["track"] for r in frames for f in r["faces"]]
+    assert tracks == [1] * 6 + [2] * 3  # one track, then a new one after the gap
+    summary = records[-1]
+    assert summary["type"] == "video" and summary["frames"] == 12
+    with (out / "clip.frames.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["frame"]) for r in rows] == list(range(12))
+    assert [r["detected"] for r in rows[:4]] == ["1", "0", "0", "1"]
+    assert rows[0]["label"] in CLASS_NAMES and rows[6]["label"] == ""
+    timeline = cv2.imread(str(out / "clip.timeline.png"))
+    assert timeline is not None and timeline.shape[1] > timeline.shape[0]
+    annotated = [p for p in out.iterdir() if p.name.startswith("clip.annotated.")]
+    assert len(annotated) == 1
+    capture = cv2.VideoCapture(str(annotated[0]))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    capture.release()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_cli_no_detect_and_missing_default_model(model, photos, tmp_path, monkeypatch):
+    result = run_cli(str(photos["photo"]), "--model", str(model), "--no-detect", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["faces"][0]["box"] == [0, 0, 512, 512]
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(str(photos["photo"]))
+    assert result.exit_code == 1
+    assert str(DEFAULT_MODEL) in result.stderr and "--model" in result.stderr
+
+
+def test_missing_model_file_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        Recognizer.from_file(tmp_path / "nope.tflite")
+
+
+@pytest.mark.skipif(not SHIPPED.exists(),
+                    reason=f"needs the shipped model {DEFAULT_MODEL} (exported after training)")
+def test_shipped_model_says_astronaut_is_happy(astronaut):
+    (face,) = Recognizer.from_file(SHIPPED).recognize(astronaut)
+    assert face.label == "happy", face.to_dict()
