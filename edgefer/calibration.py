@@ -177,4 +177,5 @@ class CalibrationSet:
         return nncf.Dataset(list(self.batches(1)))
 
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "calibration" / default_manifest_name(500, 0)
+DEFAULT_MANIFEST = (Path(__file__).resolve().parent.parent / "calibration"
+                    / default_manifest_name(500, 0))

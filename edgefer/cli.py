@@ -205,6 +205,21 @@ def export(model_path: Path | None, target: str, precision: str, data_path: Path
                    f"top-1 agreement, max |dp| {r.parity.max_prob_diff:.3f}{source}")
 
 
+@main.command("inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def inspect_command(model: Path, as_json: bool) -> None:
+    """Format, precision, tensors and quantization, ops, float ops left, sparsity and size."""
+    from dataclasses import asdict
+
+    from edgefer.export.inspect import inspect_model
+    from edgefer.report import render_inspection
+
+    found = inspect_model(model)
+    click.echo(json.dumps(asdict(found), indent=1) if as_json else render_inspection(found))
+
+
 # --- bench -------------------------------------------------------------------------
 
 def _bench_options(report_default: Path | None):

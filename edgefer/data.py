@@ -69,7 +69,7 @@ class FerSplit:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(CLASS_NAMES))
-        return {name: int(n) for name, n in zip(CLASS_NAMES, counts)}
+        return {name: int(n) for name, n in zip(CLASS_NAMES, counts, strict=True)}
 
     def content_sha256(self) -> str:
         """Hash of ids, labels and pixels: the same on any machine for the same data."""

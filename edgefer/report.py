@@ -402,3 +402,24 @@ def plot_confusion(run: BenchRun, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def render_inspection(found) -> str:
+    """Plain text for ``edgefer inspect`` (an ``edgefer.export.inspect.Inspection``)."""
+    def tensor(t) -> str:
+        q = f" scale={t.quantization[0]:.6g} zero_point={t.quantization[1]}" \
+            if t.quantization else ""
+        return f"  {t.name}: {t.dtype} {list(t.shape)}{q}"
+
+    lines = [f"{found.path}", f"format     {found.format}", f"precision  {found.precision}",
+             f"size       {_size(found.size_bytes)} ({_size(found.size_gzip_bytes)} gzip)",
+             f"sparsity   {found.weight_sparsity:.1%} of conv/dense weights are zero",
+             "inputs", *map(tensor, found.inputs), "outputs", *map(tensor, found.outputs),
+             "ops        " + ", ".join(f"{k} {v}" for k, v in sorted(found.ops.items()))]
+    if found.precision.startswith("int8"):
+        left = ", ".join(f"{k} {v}" for k, v in sorted(found.float_ops.items())) or "none"
+        lines.append(f"float ops  {left}")
+    if found.metadata:
+        lines.append(f"classes    {', '.join(found.metadata['classes'])}")
+        lines.append(f"preprocess {found.metadata['preprocess']}")
+    return "\n".join(lines)

@@ -102,4 +102,5 @@ class ExportOptions:
 
     @property
     def suffix(self) -> str:
-        return {Target.TFLITE: ".tflite", Target.ONNX: ".onnx", Target.OPENVINO: ".xml"}[self.target]
+        suffixes = {Target.TFLITE: ".tflite", Target.ONNX: ".onnx", Target.OPENVINO: ".xml"}
+        return suffixes[self.target]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
+
+import tomllib
 
 from edgefer.errors import ConfigError
 from edgefer.model.mobilenetv3 import ModelConfig

@@ -1,0 +1,170 @@
+"""``edgefer inspect``: what is inside a model file, read without running it."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.errors import ModelError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    quantization: tuple[float, int] | None = None  # (scale, zero point) for int tensors
+
+
+@dataclass(frozen=True)
+class Inspection:
+    path: str
+    format: str
+    precision: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    ops: dict[str, int]
+    float_ops: dict[str, int]  # ops computing in float (meaningful for INT8 models)
+    weight_sparsity: float  # share of exactly-zero weights in conv/dense kernels
+    size_bytes: int
+    size_gzip_bytes: int
+    metadata: dict = field(default_factory=dict)
+
+
+def gzip_size(path: Path) -> int:
+    return len(gzip.compress(path.read_bytes(), compresslevel=9))
+
+
+def _files(path: Path) -> list[Path]:
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
+def sizes(path: Path) -> tuple[int, int]:
+    files = [f for f in _files(path) if f.exists()]
+    return sum(f.stat().st_size for f in files), sum(gzip_size(f) for f in files)
+
+
+def inspect_model(path: str | os.PathLike) -> Inspection:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}")
+    from edgefer.artifacts import read_info
+
+    info = read_info(path)
+    reader = {".tflite": _tflite, ".onnx": _onnx, ".xml": _openvino}.get(path.suffix.lower())
+    if reader is None:
+        raise ModelError(f"{path}: unknown model format (expected .tflite, .onnx or .xml)")
+    fmt, inputs, outputs, ops, float_ops, sparsity = reader(path)
+    raw, packed = sizes(path)
+    precision = info.precision if info else _guess_precision(inputs, ops, float_ops)
+    return Inspection(str(path), fmt, precision, inputs, outputs, ops, float_ops, sparsity,
+                      raw, packed, info.to_dict() if info else {})
+
+
+def _guess_precision(inputs, ops, float_ops) -> str:
+    if any(op in ops for op in ("QuantizeLinear", "FakeQuantize")) or not float_ops:
+        return "int8"
+    return "fp32"
+
+
+def _sparsity(kernels: list[np.ndarray]) -> float:
+    total = sum(k.size for k in kernels)
+    return float(sum(int(np.count_nonzero(k == 0)) for k in kernels) / total) if total else 0.0
+
+
+def _tflite(path: Path):
+    from edgefer.runtimes.litert import interpreter_module
+
+    module, _ = interpreter_module()
+    try:
+        interp = module.Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: LiteRT cannot read it ({exc})") from exc
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the only op listing LiteRT's Python API offers
+
+    def describe(t) -> TensorInfo:
+        scale, zero = t["quantization"]
+        return TensorInfo(t["name"], np.dtype(t["dtype"]).name, tuple(int(s) for s in t["shape"]),
+                          (float(scale), int(zero)) if scale else None)
+
+    histogram = Counter(o["op_name"] for o in ops)
+    floating = Counter(o["op_name"] for o in ops if o["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+                       and any(tensors[i]["dtype"] == np.float32 for i in o["outputs"]))
+    kernels = []
+    for o in ops:
+        if o["op_name"] in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+            try:
+                kernels.append(interp.get_tensor(o["inputs"][1]))
+            except ValueError:
+                pass  # a kernel computed at run time
+    return ("tflite", tuple(describe(t) for t in interp.get_input_details()),
+            tuple(describe(t) for t in interp.get_output_details()), dict(histogram),
+            dict(floating), _sparsity(kernels))
+
+
+def _onnx(path: Path):
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:
+        from edgefer.errors import EngineMissingError
+
+        raise EngineMissingError("onnx", "onnx") from exc
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: corrupt ONNX model ({exc})") from exc
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = model.graph.node
+    histogram = Counter(n.op_type for n in nodes)
+    dequantized = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+    floating = Counter(n.op_type for n in nodes if n.op_type in ("Conv", "MatMul", "Gemm")
+                       and not any(i in dequantized for i in n.input[:2]))
+    kernels = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes
+               if n.op_type in ("Conv", "MatMul", "Gemm") and n.input[1] in inits]
+    kernels += [numpy_helper.to_array(inits[n.input[0]]) for n in nodes
+                if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                and numpy_helper.to_array(inits[n.input[0]]).ndim >= 2]
+
+    def describe(v) -> TensorInfo:
+        t = v.type.tensor_type
+        dims = tuple(d.dim_value if d.dim_value else -1 for d in t.shape.dim)
+        return TensorInfo(v.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, dims)
+
+    return ("onnx", tuple(describe(v) for v in model.graph.input if v.name not in inits),
+            tuple(describe(v) for v in model.graph.output), dict(histogram), dict(floating),
+            _sparsity(kernels))
+
+
+def _openvino(path: Path):
+    from edgefer.runtimes.openvino import openvino
+
+    ov = openvino()
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: corrupt OpenVINO IR ({exc})") from exc
+    ops = model.get_ordered_ops()
+    histogram = Counter(op.get_type_name() for op in ops)
+    quantized_inputs = {id(op) for op in ops if op.get_type_name() == "FakeQuantize"}
+    floating = Counter(op.get_type_name() for op in ops
+                       if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
+                       and not any(id(i.get_source_output().get_node()) in quantized_inputs
+                                   for i in op.inputs()))
+    kernels = [op.get_data() for op in ops if op.get_type_name() == "Constant"
+               and len(op.get_output_shape(0)) >= 2 and op.get_output_shape(0)[0] > 1]
+
+    def describe(port) -> TensorInfo:
+        shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+        return TensorInfo(port.get_any_name(), str(port.get_element_type().to_dtype().__name__),
+                          shape)
+
+    return ("openvino", tuple(describe(p) for p in model.inputs),
+            tuple(describe(p) for p in model.outputs), dict(histogram), dict(floating),
+            _sparsity(kernels))

@@ -1,0 +1,153 @@
+"""Export matrix (target x precision) of a tiny QAT model: every artifact loads with its
+engine, carries its record, and agrees with the Keras model it came from."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgefer.errors import ConfigError, ExportError
+from edgefer.export import SUPPORTED, ExportOptions, Precision, Target
+
+pytestmark = pytest.mark.tf
+
+PAIRS = [(t.value, p.value) for t, ps in SUPPORTED.items() for p in ps]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dirs, synthetic_fer):
+    from edgefer.data import load_split
+    from edgefer.runtimes import load_runtime
+
+    faces = load_split(synthetic_fer, "test").images
+    return faces, load_runtime(tiny_model_dirs["qat"]).predict_faces(faces)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "precision"), PAIRS)
+def test_each_export_loads_and_agrees(tiny_exports, reference, target, precision):
+    from edgefer.artifacts import read_info
+    from edgefer.runtimes import load_runtime
+
+    path = tiny_exports[(target, precision)]
+    info = read_info(path)
+    assert info.precision.startswith(precision) and info.source_sha256
+    assert info.classes[3] == "happy" and info.preprocess.size == 48
+    faces, expected = reference
+    probs = load_runtime(path).predict_faces(faces)
+    assert probs.shape == expected.shape
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.02)
+    tolerance = {"fp32": 1e-4, "fp16": 0.02, "dynamic": 0.1, "int8": 0.15}[precision]
+    # fp32/fp16 come from the float twin; QAT int8 simulates what the Keras model computes
+    assert np.abs(probs - expected).max() < max(tolerance, 0.15)
+
+
+@pytest.mark.slow
+def test_int8_is_smaller_than_fp32(tiny_exports):
+    for target in ("tflite", "onnx"):
+        fp32 = tiny_exports[(target, "fp32")].stat().st_size
+        int8 = tiny_exports[(target, "int8")].stat().st_size
+        assert int8 < fp32 / 2.5, target
+
+
+@pytest.mark.slow
+def test_calibrated_int8_from_a_float_model(tiny_model_dirs, synthetic_fer, tiny_calibration,
+                                            tmp_path):
+    from edgefer.artifacts import read_info
+    from edgefer.export import export_all
+
+    pairs = [(Target.TFLITE, Precision.INT8), (Target.ONNX, Precision.INT8),
+             (Target.OPENVINO, Precision.INT8)]
+    results = list(export_all(tiny_model_dirs["float"], pairs, tmp_path, synthetic_fer,
+                              tiny_calibration, parity_images=40, min_agreement=0.0))
+    assert [r.int8_from for r in results] == ["calibration"] * 3
+    assert all(read_info(r.path).precision == "int8-ptq" for r in results)
+
+
+def test_unknown_target_and_precision():
+    with pytest.raises(ConfigError, match="unknown target 'coreml'"):
+        ExportOptions("coreml", "fp32")
+    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
+        ExportOptions("tflite", "int4")
+    with pytest.raises(ConfigError, match="onnx cannot export dynamic"):
+        ExportOptions("onnx", "dynamic")
+
+
+def test_cli_errors_are_clean(tmp_path):
+    from edgefer.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", "--target", "coreml", "--model", str(tmp_path)])
+    assert result.exit_code == 1 and "unknown target" in result.output
+    result = runner.invoke(main, ["export", "--model", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "not an edgefer Keras model" in result.output
+
+
+def test_failed_parity_leaves_nothing_under_the_final_name(tiny_model_dirs, tmp_path,
+                                                          monkeypatch):
+    from edgefer.export import export_model, load_source
+
+    from edgefer.export import pipeline
+
+    real = pipeline.compare
+
+    def shifted(reference, candidate, threshold, synthetic=False):  # a broken converter
+        return real(reference, np.roll(candidate, 1, axis=1), threshold, synthetic)
+
+    loaded = load_source(tiny_model_dirs["qat"])
+    (tmp_path / "keep.txt").write_text("the user's file")
+    monkeypatch.setattr(pipeline, "compare", shifted)
+    with pytest.raises(ExportError, match="parity gate failed"):
+        export_model(loaded, ExportOptions("tflite", "fp16", parity_images=8), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_float_model_without_calibration_data_is_a_clear_error(tiny_model_dirs, tmp_path):
+    from edgefer.export import export_model, load_source
+
+    loaded = load_source(tiny_model_dirs["float"])
+    with pytest.raises(ExportError, match="needs calibration data"):
+        export_model(loaded, ExportOptions("tflite", "int8"), tmp_path, None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_manifest_for_other_data(tiny_model_dirs, synthetic_fer, tmp_path):
+    from conftest import write_image_folder
+
+    from edgefer.calibration import build_manifest
+    from edgefer.errors import DataError
+    from edgefer.export import export_model, load_source
+    from edgefer.labels import CLASS_NAMES
+
+    manifest = build_manifest(synthetic_fer, 14, 0).write(tmp_path / "m.json")
+    other = write_image_folder(tmp_path / "other", {n: (3, 1) for n in CLASS_NAMES}, seed=5)
+    loaded = load_source(tiny_model_dirs["float"], other, manifest)
+    with pytest.raises(DataError, match="differ"):
+        export_model(loaded, ExportOptions("tflite", "int8"), tmp_path / "out", other)
+
+
+def test_inspect_reports_int8_without_float_ops(tiny_exports):
+    from edgefer.cli import main
+
+    result = CliRunner().invoke(main, ["inspect", str(tiny_exports[("tflite", "int8")]),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["format"] == "tflite" and body["precision"] == "int8-qat"
+    assert body["float_ops"] == {} and body["inputs"][0]["dtype"] == "int8"
+    assert body["inputs"][0]["quantization"] is not None
+    assert body["size_gzip_bytes"] < body["size_bytes"]
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx", ".xml"])
+def test_inspect_corrupt_file(tmp_path, suffix):
+    from edgefer.cli import main
+
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(b"this is not a model")
+    result = CliRunner().invoke(main, ["inspect", str(bad)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "bad" in result.output
