@@ -115,17 +115,9 @@ def test_band_model_on_each_engine_is_exact(band_files):
 
 @pytest.fixture(scope="module")
 def tiny(request):
-    """The lead's ``tiny_exports`` when conftest provides it, else models made here once
-    and kept in pytest's cache."""
-    try:
-        exports = request.getfixturevalue("tiny_exports")
-    except pytest.FixtureLookupError:
-        exports = None
-    folder = request.config.cache.mkdir("edgefer-bench-tiny")
-    made = make_tiny_models_cached(folder)
-    if exports:
-        return {**made, **{k: v for k, v in exports.items() if k != ("keras", "fp32")}}
-    return made
+    """Exports of one float model with an exact Keras reference, made here once and kept
+    in pytest's cache (the lead's ``tiny_exports`` come from a QAT model: see below)."""
+    return make_tiny_models_cached(request.config.cache.mkdir("edgefer-bench-tiny"))
 
 
 def make_tiny_models_cached(folder):
@@ -174,3 +166,19 @@ def test_bench_tiny_models_in_workers(tiny):
         assert row.latency_ms.p50 > 0 and row.throughput_ips > 0
         assert row.peak_rss_mb and row.engine_rss_mb is not None
         assert row.size_bytes > 0
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_every_shipped_export_kind_runs_and_tracks_its_qat_source(tiny_exports,
+                                                                  tiny_model_dirs):
+    """conftest's exports (every target x precision of a tiny QAT model) on their engines:
+    probabilities close to the QAT Keras model's (fake-quant vs real int8, so loosely)."""
+    x = faces(24)
+    reference = load_runtime(tiny_model_dirs["qat"]).predict_faces(x)
+    for (target, precision), path in tiny_exports.items():
+        runtime = load_runtime(path, RuntimeOptions(threads=1))
+        probs = runtime.predict_faces(x)
+        assert probs.shape == reference.shape
+        assert abs(probs.sum(axis=1) - 1).max() < 0.02, (target, precision)
+        assert abs(probs - reference).max() < 0.25, (target, precision)

@@ -88,9 +88,7 @@ def test_cli_errors_are_clean(tmp_path):
 
 def test_failed_parity_leaves_nothing_under_the_final_name(tiny_model_dirs, tmp_path,
                                                           monkeypatch):
-    from edgefer.export import export_model, load_source
-
-    from edgefer.export import pipeline
+    from edgefer.export import export_model, load_source, pipeline
 
     real = pipeline.compare
 

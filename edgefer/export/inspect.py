@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 from collections import Counter
@@ -99,10 +100,8 @@ def _tflite(path: Path):
     kernels = []
     for o in ops:
         if o["op_name"] in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
-            try:
+            with contextlib.suppress(ValueError):  # a kernel computed at run time
                 kernels.append(interp.get_tensor(o["inputs"][1]))
-            except ValueError:
-                pass  # a kernel computed at run time
     return ("tflite", tuple(describe(t) for t in interp.get_input_details()),
             tuple(describe(t) for t in interp.get_output_details()), dict(histogram),
             dict(floating), _sparsity(kernels))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,8 @@ _tf = tf()
 _keras = keras()
 
 
-@dataclass(frozen=True)
-class StageResult:
-    stage: Stage
-    val_accuracy: float
-    epochs_run: int
-    seconds: float
-    images_per_s: float
+# TensorFlow's checkpoint format: HDF5 weights cannot be read back into mirrored variables
+_BEST = "best.ckpt"
 
 
 def split_train_val(train: FerSplit, fraction: float, seed: int) -> tuple[FerSplit, FerSplit]:
@@ -62,7 +56,10 @@ def class_weights(labels: np.ndarray, mode: ClassWeights) -> np.ndarray:
 
 def _strategy(kind: Strategy):
     if kind is Strategy.MIRRORED:
-        return _tf.distribute.MirroredStrategy()
+        gpus = _tf.config.list_logical_devices("GPU")
+        # without GPUs, mirror over the logical CPUs the user configured (tests use two)
+        devices = [d.name for d in gpus or _tf.config.list_logical_devices("CPU")]
+        return _tf.distribute.MirroredStrategy(devices=devices)
     if kind is Strategy.MULTIWORKER:
         return _tf.distribute.MultiWorkerMirroredStrategy()
     return _tf.distribute.get_strategy()
@@ -161,9 +158,10 @@ class Trainer:
         history = model.fit(self._train_ds(), validation_data=self._val_ds(), epochs=epochs,
                             callbacks=self._callbacks(stage, throughput),
                             verbose=1 if sys.stdout.isatty() else 2)
-        best = self.stage_dir(stage) / "best.weights.h5"
-        if best.is_file():
-            model.load_weights(str(best))
+        best = self.stage_dir(stage) / _BEST
+        if best.with_suffix(".ckpt.index").is_file():
+            with self.strategy.scope():
+                model.load_weights(str(best))
         _, val_acc = model.evaluate(self._val_ds(), verbose=0)
         if stage is Stage.PRUNE:
             model = qat.strip_pruning(model)
@@ -194,7 +192,7 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         callbacks = [
             _keras.callbacks.BackupAndRestore(str(folder / "backup")),
-            _keras.callbacks.ModelCheckpoint(str(folder / "best.weights.h5"),
+            _keras.callbacks.ModelCheckpoint(str(folder / _BEST),
                                              monitor="val_accuracy", save_best_only=True,
                                              save_weights_only=True, mode="max"),
             _keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
@@ -206,7 +204,7 @@ class Trainer:
             callbacks += qat.pruning_callbacks()
             # magnitudes keep changing until the schedule ends: select only after it
             callbacks[1] = _keras.callbacks.ModelCheckpoint(
-                str(folder / "best.weights.h5"), save_weights_only=True)
+                str(folder / _BEST), save_weights_only=True)
         if self.config.schedule is Schedule.PLATEAU:
             callbacks.append(_keras.callbacks.ReduceLROnPlateau(
                 monitor="val_accuracy", mode="max", factor=0.3, patience=3))

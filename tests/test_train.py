@@ -1,0 +1,95 @@
+"""Training: config parsing, the stages on tiny synthetic data, resume, and tf.distribute."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgefer.errors import ConfigError
+from edgefer.train.config import Loss, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_config_parses_and_overrides():
+    config = load_config(REPO / "models" / "edgefer-mnv3s.toml", epochs=3, **{"model.width": 0.5})
+    assert config.epochs == 3 and config.model.width == 0.5
+    assert config.model.variant.value == "small"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"loss": "hinge"}, "loss must be one of"),
+    ({"bogus": 1}, "unknown training option"),
+    ({"target_sparsity": 1.5}, "target_sparsity"),
+    ({"model.width": 9.0}, "width must be"),
+])
+def test_bad_options(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, **overrides)
+
+
+def test_focal_loss_option():
+    assert load_config(None, loss="focal").loss is Loss.FOCAL
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_all_stages_run_and_resume(synthetic_fer, tmp_path):
+    from edgefer.train.run import Trainer
+
+    config = load_config(None, data=str(synthetic_fer), out=str(tmp_path), epochs=1,
+                         qat_epochs=1, prune_epochs=1, batch_size=16, val_fraction=0.2,
+                         **{"model.width": 0.25})
+    summary = Trainer(config, log=lambda *_: None).run()
+    assert set(summary["stages"]) == {"float", "qat", "prune", "pqat"}
+    for stage in ("float", "qat", "prune", "pqat"):
+        assert (tmp_path / config.name / stage / "done.json").is_file()
+        assert (tmp_path / config.name / stage / "log.csv").read_text().count("\n") >= 2
+    assert summary["final_stage"] in ("qat", "pqat")
+    # a second run finds every stage done and only reports
+    again = Trainer(config, log=lambda *_: None).run()
+    assert again["stages"] == summary["stages"]
+
+
+@pytest.mark.slow
+def test_cli_smoke_on_real_data(real_fer2013, tmp_path):
+    """The CI smoke test the issue asks for: one epoch on 256 images, end to end."""
+    run = subprocess.run(
+        [sys.executable, "-m", "edgefer", "train", "--config",
+         str(REPO / "models" / "edgefer-mnv3s.toml"), "--epochs", "1", "--limit", "256",
+         "--qat-epochs", "1", "--prune-epochs", "1", "--data", str(real_fer2013),
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    summary = json.loads((tmp_path / "edgefer-mnv3s" / "summary.json").read_text())
+    assert 0.0 <= summary["publictest_accuracy_keras"]["float"] <= 1.0
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(synthetic_fer, tmp_path):
+    code = f"""
+import os
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+from edgefer._tf import tf
+cpu = tf().config.list_physical_devices("CPU")[0]
+tf().config.set_logical_device_configuration(
+    cpu, [tf().config.LogicalDeviceConfiguration()] * 2)
+from edgefer.train.config import load_config
+from edgefer.train.run import Trainer
+config = load_config(None, data={str(synthetic_fer)!r}, out={str(tmp_path)!r}, epochs=1,
+                     qat_epochs=0, prune_epochs=0, batch_size=16, strategy="mirrored",
+                     **{{"model.width": 0.25}})
+trainer = Trainer(config, log=print)
+print("replicas", trainer.strategy.num_replicas_in_sync)
+trainer.run()
+"""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "replicas 2" in run.stdout
