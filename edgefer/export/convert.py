@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class Source:
     input_shape: tuple[int, int, int]
     calibration: Callable[[], CalibrationSet] | None = None  # loaded only when INT8 needs it
     validation: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None  # inputs, labels
+    converted: dict = field(default_factory=dict)  # tf2onnx results, reused across targets
 
     def calibration_set(self) -> CalibrationSet:
         if self.calibration is None:
@@ -188,15 +189,27 @@ def onnx_quantize_static(proto, calibration: CalibrationSet, method: CalibMethod
         return onnx.load(str(dst))
 
 
+def _converted_once(source: Source, key: tuple, convert: Callable[[], object]):
+    """tf2onnx takes most of an export's time: convert once per source, hand out copies."""
+    if key not in source.converted:
+        source.converted[key] = convert()
+    copy = type(source.converted[key])()
+    copy.CopyFrom(source.converted[key])
+    return copy
+
+
 def _onnx_float(source: Source, options: ExportOptions):
-    proto = keras_to_onnx(source.float_model, source.input_shape, options.opset)
-    return onnx_simplify(proto) if options.simplify else proto
+    def convert():
+        proto = keras_to_onnx(source.float_model, source.input_shape, options.opset)
+        return onnx_simplify(proto) if options.simplify else proto
+
+    return _converted_once(source, ("float", options.opset, options.simplify), convert)
 
 
 def _onnx_int8(source: Source, options: ExportOptions):
     if int8_from_qat(source, options):
-        proto = keras_to_onnx(source.model, source.input_shape, options.opset)
-        return onnx_fold_weight_quantizers(proto)
+        return _converted_once(source, ("qat", options.opset), lambda: onnx_fold_weight_quantizers(
+            keras_to_onnx(source.model, source.input_shape, options.opset)))
     return onnx_quantize_static(_onnx_float(source, options), source.calibration_set(),
                                 options.calib_method)
 

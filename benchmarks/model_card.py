@@ -1,0 +1,109 @@
+"""Measure the numbers of the shipped model's card from a finished training run.
+
+    python benchmarks/model_card.py --run runs/edgefer-mnv3s --data ../shared/fer2013 \\
+        --out models/edgefer-mnv3s
+
+For every stage of the run: Keras accuracy on PublicTest; for the QAT and pruned-QAT
+models, their full-INT8 TFLite export's top-1, macro-F1, per-class recall and gzip size;
+for the float model, a post-training INT8 TFLite calibrated on the default manifest (what
+QAT is compared with). Writes ``card_numbers.json`` and ``confusion.png`` to --out and
+prints a Markdown summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.bench.accuracy import score
+from edgefer.calibration import DEFAULT_MANIFEST
+from edgefer.data import load_split
+from edgefer.export import ExportOptions, export_model, load_source
+from edgefer.labels import CLASS_NAMES
+from edgefer.model.stats import count_macs, kernel_sparsity
+from edgefer.model.store import load_model
+from edgefer.runtimes import RuntimeOptions, load_runtime
+
+
+def evaluate(runtime, faces: np.ndarray, labels: np.ndarray) -> dict:
+    probs = np.concatenate([runtime.predict_faces(faces[i:i + 256])
+                            for i in range(0, len(faces), 256)])
+    acc = score(labels, probs.argmax(1))
+    return {"top1": acc.top1, "macro_f1": acc.macro_f1,
+            "recall": {c: s.recall for c, s in acc.per_class.items()},
+            "confusion": acc.confusion}
+
+
+def tflite_int8(model_dir: Path, data: Path, out: Path) -> Path:
+    loaded = load_source(model_dir, data, DEFAULT_MANIFEST)
+    return export_model(loaded, ExportOptions("tflite", "int8"), out, data).path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    test = load_split(args.data, "test")
+    numbers: dict = {"publictest_images": len(test)}
+    work = Path(tempfile.mkdtemp())
+    for stage in ("float", "qat", "prune", "pqat"):
+        folder = args.run / stage / "model"
+        if not folder.is_dir():
+            continue
+        model, _, _ = load_model(folder)
+        entry = {"params": int(model.count_params()), "macs": count_macs(model),
+                 "sparsity": kernel_sparsity(model),
+                 "keras": evaluate(load_runtime(folder), test.images, test.labels)}
+        started = time.perf_counter()
+        path = tflite_int8(folder, args.data, work / stage)
+        entry["int8_export_s"] = time.perf_counter() - started
+        entry["int8"] = evaluate(load_runtime(path, RuntimeOptions(threads=2)), test.images,
+                                 test.labels)
+        entry["int8_bytes"] = path.stat().st_size
+        entry["int8_gzip_bytes"] = len(gzip.compress(path.read_bytes(), 9))
+        entry["done"] = json.loads((args.run / stage / "done.json").read_text())
+        numbers[stage] = entry
+        print(stage, {k: v for k, v in entry.items() if k not in ("keras", "int8")},
+              "keras", round(entry["keras"]["top1"], 4), "int8", round(entry["int8"]["top1"], 4))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "card_numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    plot_confusions(numbers, args.out / "confusion.png")
+
+
+def plot_confusions(numbers: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    final = "pqat" if "pqat" in numbers else "qat"
+    panels = [("float (Keras)", numbers["float"]["keras"]["confusion"]),
+              (f"{final} INT8 TFLite", numbers[final]["int8"]["confusion"])]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, (title, confusion) in zip(axes, panels, strict=True):
+        m = np.asarray(confusion, dtype=float)
+        m = m / np.maximum(m.sum(1, keepdims=True), 1)
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(m)):
+            for j in range(len(m)):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > 0.5 else "black")
+        ax.set_xticks(range(7), CLASS_NAMES, rotation=45)
+        ax.set_yticks(range(7), CLASS_NAMES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{title}: recall per row, PublicTest")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
