@@ -25,6 +25,7 @@ from edgefer.bench.accuracy import score
 from edgefer.calibration import DEFAULT_MANIFEST
 from edgefer.data import load_split
 from edgefer.export import ExportOptions, export_model, load_source
+from edgefer.export.inspect import inspect_model
 from edgefer.labels import CLASS_NAMES
 from edgefer.model.stats import count_macs, kernel_sparsity
 from edgefer.model.store import load_model
@@ -60,7 +61,7 @@ def main() -> None:
             continue
         model, _, _ = load_model(folder)
         entry = {"params": int(model.count_params()), "macs": count_macs(model),
-                 "sparsity": kernel_sparsity(model),
+                 "keras_kernel_sparsity": kernel_sparsity(model),
                  "keras": evaluate(load_runtime(folder), test.images, test.labels)}
         started = time.perf_counter()
         path = tflite_int8(folder, args.data, work / stage)
@@ -69,6 +70,7 @@ def main() -> None:
                                  test.labels)
         entry["int8_bytes"] = path.stat().st_size
         entry["int8_gzip_bytes"] = len(gzip.compress(path.read_bytes(), 9))
+        entry["int8_weight_sparsity"] = inspect_model(path).weight_sparsity
         entry["done"] = json.loads((args.run / stage / "done.json").read_text())
         numbers[stage] = entry
         print(stage, {k: v for k, v in entry.items() if k not in ("keras", "int8")},
