@@ -126,49 +126,64 @@ def onnx_to_fp16(proto):
     return convert_float_to_float16(proto, keep_io_types=True)
 
 
-def onnx_fold_weight_quantizers(proto):
-    """Store quantized weights as int8 initializers (QuantizeLinear folded away).
+def onnx_quantize_qat_weights(proto):
+    """Store a QAT graph's weights as int8 (per channel) and biases as int32, each behind
+    a DequantizeLinear: the QDQ form ONNX Runtime runs as integer convolutions.
 
-    tf2onnx keeps a QAT model's weights in float, each followed by QuantizeLinear; the
-    folded form is a quarter of the size and what ONNX Runtime's QDQ kernels expect.
+    TensorFlow folds the weight fake-quant into float constants before tf2onnx sees them,
+    so the converted graph has QDQ on activations only. Weights tfmot quantized already lie
+    on the QAT grid (symmetric, scale = max|w| / 127 per output channel), so for them this
+    is exact; the few it left float (squeeze-excite convolutions) are quantized the same way.
     """
     onnx = _onnx()
     from onnx import numpy_helper
 
     inits = {i.name: i for i in proto.graph.initializer}
-    consumers: dict[str, int] = {}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    added, nodes = [], []
     for node in proto.graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    keep = []
-    for node in proto.graph.node:
-        folded = (node.op_type == "QuantizeLinear" and node.input[0] in inits
-                  and consumers.get(node.input[0]) == 1 and all(n in inits for n in node.input[1:]))
-        if not folded:
-            keep.append(node)
-            continue
-        arrays = [numpy_helper.to_array(inits[n]) for n in node.input]
-        weight, scale, zero = arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        q = _quantize_array(weight, scale, zero, axis)
-        proto.graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
-        proto.graph.initializer.remove(inits[node.input[0]])
+        source = producers.get(node.input[0]) if node.input else None
+        if node.op_type in ("Conv", "MatMul") and node.input[1] in inits:
+            weight = numpy_helper.to_array(inits[node.input[1]])
+            axis = 0 if node.op_type == "Conv" else 1
+            reduce = tuple(i for i in range(weight.ndim) if i != axis)
+            scale = np.maximum(np.abs(weight).max(axis=reduce), 1e-12).astype(np.float32) / 127
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+            nodes.append(_dequantize(node, 1, q, scale, axis, added))
+            if (len(node.input) > 2 and node.input[2] in inits and source is not None
+                    and source.op_type == "DequantizeLinear"):
+                input_scale = numpy_helper.to_array(inits[source.input[1]]).astype(np.float32)
+                bias_scale = (scale * input_scale).reshape(-1)
+                bias = numpy_helper.to_array(inits[node.input[2]])
+                nodes.append(_dequantize(node, 2, np.round(bias / bias_scale).astype(np.int32),
+                                         bias_scale, 0, added))
+        nodes.append(node)
+    used = {name for n in nodes for name in n.input}
+    for name, init in inits.items():
+        if name not in used:
+            proto.graph.initializer.remove(init)
+    proto.graph.initializer.extend(added)
     del proto.graph.node[:]
-    proto.graph.node.extend(keep)
+    proto.graph.node.extend(nodes)
     onnx.checker.check_model(proto)
     return proto
 
 
-def _quantize_array(weight: np.ndarray, scale: np.ndarray, zero: np.ndarray | None,
-                    axis: int) -> np.ndarray:
-    dtype = zero.dtype if zero is not None else np.uint8
-    zero = np.zeros_like(scale, dtype=np.int32) if zero is None else zero.astype(np.int32)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * weight.ndim
-        shape[axis] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(weight / scale) + zero, info.min, info.max).astype(dtype)
+def _dequantize(node, index: int, quantized: np.ndarray, scale: np.ndarray, axis: int,
+                added: list):
+    """Feed ``node.input[index]`` from a DequantizeLinear of ``quantized`` instead."""
+    from onnx import helper, numpy_helper
+
+    name = node.input[index]
+    added += [numpy_helper.from_array(quantized, name + "_quantized"),
+              numpy_helper.from_array(scale.astype(np.float32), name + "_scale"),
+              numpy_helper.from_array(np.zeros(scale.shape, quantized.dtype), name + "_zero")]
+    node.input[index] = name + "_dequantized"
+    return helper.make_node("DequantizeLinear", [name + "_quantized", name + "_scale",
+                                                 name + "_zero"], [name + "_dequantized"],
+                            axis=axis)
 
 
 def onnx_quantize_static(proto, calibration: CalibrationSet, method: CalibMethod):
@@ -208,7 +223,7 @@ def _onnx_float(source: Source, options: ExportOptions):
 
 def _onnx_int8(source: Source, options: ExportOptions):
     if int8_from_qat(source, options):
-        return _converted_once(source, ("qat", options.opset), lambda: onnx_fold_weight_quantizers(
+        return _converted_once(source, ("qat", options.opset), lambda: onnx_quantize_qat_weights(
             keras_to_onnx(source.model, source.input_shape, options.opset)))
     return onnx_quantize_static(_onnx_float(source, options), source.calibration_set(),
                                 options.calib_method)
