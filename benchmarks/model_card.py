@@ -78,6 +78,48 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "card_numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     plot_confusions(numbers, args.out / "confusion.png")
+    write_card(numbers, json.loads((args.run / "summary.json").read_text()), args.out)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def write_card(numbers: dict, summary: dict, out: Path) -> None:
+    """MODEL_CARD.md from the measured numbers (hand-written prose lives in the template)."""
+    final = summary["final_stage"]
+    rows = []
+    for stage, label in (("float", "float (Keras fp32)"), ("qat", "QAT"), ("prune", "pruned float"),
+                         ("pqat", "pruned + QAT (PQAT)")):
+        if stage not in numbers:
+            continue
+        e = numbers[stage]
+        int8_from = "QAT" if stage in ("qat", "pqat") else "post-training (500-image manifest)"
+        rows.append(f"| {label} | {_pct(e['keras']['top1'])} | {_pct(e['keras']['macro_f1'])} | "
+                    f"{_pct(e['int8']['top1'])} | {_pct(e['int8']['macro_f1'])} | {int8_from} | "
+                    f"{e['int8_bytes'] / 1e6:.2f} MB | {e['int8_gzip_bytes'] / 1e6:.2f} MB | "
+                    f"{e['int8_weight_sparsity']:.1%} | {_pct(e['done']['val_accuracy'])} |")
+    shipped = numbers[final]
+    recall = " | ".join(f"{shipped['int8']['recall'][c]:.2f}" for c in CLASS_NAMES)
+    float_recall = " | ".join(f"{numbers['float']['keras']['recall'][c]:.2f}" for c in CLASS_NAMES)
+    hours = summary["total_seconds"] / 3600
+    template = (Path(__file__).parent / "model_card_template.md").read_text()
+    text = template.format(
+        final=final, params=f"{shipped['params']:,}", macs=f"{shipped['macs'] / 1e6:.1f}",
+        rows="\n".join(rows), header=" | ".join(CLASS_NAMES),
+        sep=" | ".join("---" for _ in CLASS_NAMES), recall=recall, float_recall=float_recall,
+        hours=f"{hours:.2f}", train_images=summary["train_images"],
+        val_images=summary["val_images"], test_images=numbers["publictest_images"],
+        int8_top1=_pct(shipped["int8"]["top1"]), int8_f1=_pct(shipped["int8"]["macro_f1"]),
+        float_top1=_pct(numbers["float"]["keras"]["top1"]),
+        gz_ratio=_ratio(numbers, "qat", "pqat"), sparsity=f"{shipped['int8_weight_sparsity']:.1%}")
+    (out / "MODEL_CARD.md").write_text(text)
+
+
+def _ratio(numbers: dict, dense: str, sparse: str) -> str:
+    if dense in numbers and sparse in numbers:
+        return f"{numbers[dense]['int8_gzip_bytes'] / numbers[sparse]['int8_gzip_bytes']:.2f}x"
+    return "n/a"
 
 
 def plot_confusions(numbers: dict, path: Path) -> None:
