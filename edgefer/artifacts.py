@@ -78,7 +78,10 @@ def read_info(path: str | os.PathLike) -> ModelInfo | None:
         raise ModelError(f"model not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".tflite":
-        raw = tflite_metadata(path.read_bytes()).get(METADATA_KEY)
+        try:
+            raw = tflite_metadata(path.read_bytes()).get(METADATA_KEY)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from exc
     elif suffix == ".onnx":
         raw = _onnx_metadata(path)
     elif suffix == ".xml":
