@@ -80,7 +80,7 @@ def test_keras_npu_raises(tmp_path):
     folder = tmp_path / "keras"
     folder.mkdir()
     (folder / "model.json").write_text("{}")
-    (folder / "model.weights.h5").write_bytes(b"")
+    (folder / "weights.h5").write_bytes(b"")
     with pytest.raises(DeviceUnavailableError, match="NPU"):
         load_runtime(folder, RuntimeOptions(device=Device.NPU))
 
@@ -125,7 +125,7 @@ def make_tiny_models_cached(folder):
              ("tflite", "int8"): "tiny-int8.tflite", ("onnx", "fp32"): "tiny-fp32.onnx",
              ("openvino", "fp32"): "tiny-fp32.xml"}
     if all((folder / n).exists() for n in names.values()) and \
-            (folder / "keras" / "model.weights.h5").exists():
+            (folder / "keras" / "weights.h5").exists():
         return {k: folder / n for k, n in names.items()}
     return make_tiny_models(folder)
 

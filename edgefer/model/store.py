@@ -1,5 +1,5 @@
 """edgefer's Keras model files: ``model.json`` (architecture, stage, metadata) beside
-``model.weights.h5``. Loading rebuilds the network from edgefer's own code and reads
+``weights.h5``. Loading rebuilds the network from edgefer's own code and reads
 weights only, so a model file can never execute code."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from edgefer.errors import ModelError
 from edgefer.preprocess import ModelInfo
 
 CONFIG_NAME = "model.json"
-WEIGHTS_NAME = "model.weights.h5"
+# Keras' legacy HDF5 weights (layer by layer): the newer ``.weights.h5`` format also
+# stores the optimizer's slots and, for QAT models, every wrapped variable twice.
+WEIGHTS_NAME = "weights.h5"
 
 
 class Stage(str, Enum):
