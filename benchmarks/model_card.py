@@ -116,7 +116,8 @@ def write_card(numbers: dict, summary: dict, out: Path) -> None:
         val_images=summary["val_images"], test_images=numbers["publictest_images"],
         int8_top1=_pct(shipped["int8"]["top1"]), int8_f1=_pct(shipped["int8"]["macro_f1"]),
         float_top1=_pct(numbers["float"]["keras"]["top1"]),
-        gz_ratio=_ratio(numbers, "qat", "pqat"), sparsity=f"{numbers.get('pqat', shipped)['int8_weight_sparsity']:.1%}")
+        gz_ratio=_ratio(numbers, "qat", "pqat"),
+        sparsity=f"{numbers.get('pqat', shipped)['int8_weight_sparsity']:.1%}")
     (out / "MODEL_CARD.md").write_text(text)
 
 
