@@ -24,16 +24,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", default="1")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("bench_args", nargs=argparse.REMAINDER,
-                        help="extra edgefer bench options after --")
     args = parser.parse_args()
     p50s: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             out = Path(tmp) / f"run{i}.json"
             subprocess.run([sys.executable, "-m", "edgefer", "bench", *args.models, "--threads",
-                            args.threads, "--batch", "1", "--json", str(out),
-                            *[a for a in args.bench_args if a != "--"]], check=True,
+                            args.threads, "--batch", "1", "--json", str(out)],
+                           check=True,
                            stdout=subprocess.DEVNULL)
             for result in json.loads(out.read_text())["results"]:
                 if result["status"] == "ok" and result.get("latency_ms"):
