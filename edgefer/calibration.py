@@ -133,10 +133,6 @@ class CalibrationSet:
                             f"pixels or labels (hash mismatch)")
         return cls(subset.images, preprocess)
 
-    @classmethod
-    def from_split(cls, split: FerSplit, preprocess: Preprocess) -> CalibrationSet:
-        return cls(split.images, preprocess)
-
     def __len__(self) -> int:
         return len(self.faces)
 

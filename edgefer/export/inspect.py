@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,19 +36,6 @@ class Inspection:
     metadata: dict = field(default_factory=dict)
 
 
-def gzip_size(path: Path) -> int:
-    return len(gzip.compress(path.read_bytes(), compresslevel=9))
-
-
-def _files(path: Path) -> list[Path]:
-    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
-
-
-def sizes(path: Path) -> tuple[int, int]:
-    files = [f for f in _files(path) if f.exists()]
-    return sum(f.stat().st_size for f in files), sum(gzip_size(f) for f in files)
-
-
 def inspect_model(path: str | os.PathLike) -> Inspection:
     path = Path(path)
     if not path.is_file():
@@ -61,7 +47,9 @@ def inspect_model(path: str | os.PathLike) -> Inspection:
     if reader is None:
         raise ModelError(f"{path}: unknown model format (expected .tflite, .onnx or .xml)")
     fmt, inputs, outputs, ops, float_ops, sparsity = reader(path)
-    raw, packed = sizes(path)
+    from edgefer.bench.measure import model_size
+
+    raw, packed = model_size(path)
     precision = info.precision if info else _guess_precision(inputs, ops, float_ops)
     return Inspection(str(path), fmt, precision, inputs, outputs, ops, float_ops, sparsity,
                       raw, packed, info.to_dict() if info else {})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
@@ -149,6 +149,3 @@ def _from_dict(raw: dict) -> TrainConfig:
     except TypeError as exc:
         raise ConfigError(f"invalid training option: {exc}") from exc
 
-
-def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})
