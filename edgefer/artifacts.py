@@ -13,7 +13,7 @@ from edgefer.preprocess import ModelInfo
 METADATA_KEY = "edgefer"
 
 
-def _tflite_schema():
+def tflite_schema():
     try:
         from ai_edge_litert import schema_py_generated
     except ImportError:
@@ -29,7 +29,7 @@ def _tflite_schema():
 
 def tflite_metadata(data: bytes) -> dict[str, bytes]:
     """Name -> bytes of every metadata entry of a TFLite flatbuffer."""
-    schema = _tflite_schema()
+    schema = tflite_schema()
     try:
         # a module function in older schemas, a Model classmethod in ai-edge-litert 2.x
         has_identifier = getattr(schema, "ModelBufferHasIdentifier", None) \
@@ -54,7 +54,7 @@ def tflite_with_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
     """A copy of a TFLite flatbuffer with ``entries`` added (replacing same names)."""
     import flatbuffers
 
-    schema = _tflite_schema()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
     model.metadata = [m for m in (model.metadata or [])
                       if m.name.decode() not in entries]

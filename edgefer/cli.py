@@ -134,6 +134,8 @@ def _data_or_default(path: Path | None) -> Path:
 @click.option("--input-size", "model__input_size", type=int, default=None)
 @click.option("--mixup", "augment__mixup", type=float, default=None, help="Mixup alpha (0: off).")
 @click.option("--limit", type=int, default=None, help="Use only N training images (smoke runs).")
+@click.option("--init-from", default=None,
+              help="Start the float stage from this edgefer model's weights (continue a run).")
 @click.option("--seed", type=int, default=None)
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]),
               default=None, help="tf.distribute strategy for several GPUs or machines.")
@@ -169,6 +171,10 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "edgefer-mnv
               "post-training on --calib (auto: QAT when the model is QAT).")
 @click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
               help="TFLite INT8 input/output type.")
+@click.option("--hardswish", type=click.Choice(["float", "int8"]), default="float",
+              show_default=True, help="TFLite INT8 hard-swish: float lets XNNPACK (phone, Pi "
+              "and PC CPUs) run the whole graph, 2x faster; int8 keeps a pure integer graph "
+              "for NPUs, the Edge TPU and microcontrollers.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration manifest (default: calibration/fer2013-train-500-seed0.json).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),

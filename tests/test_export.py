@@ -128,17 +128,42 @@ def test_calibration_manifest_for_other_data(tiny_model_dirs, synthetic_fer, tmp
         export_model(loaded, ExportOptions("tflite", "int8"), tmp_path / "out", other)
 
 
-def test_inspect_reports_int8_without_float_ops(tiny_exports):
+def _inspect(path) -> dict:
     from edgefer.cli import main
 
-    result = CliRunner().invoke(main, ["inspect", str(tiny_exports[("tflite", "int8")]),
-                                       "--json"])
+    result = CliRunner().invoke(main, ["inspect", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)
+    return json.loads(result.output)
+
+
+def _xnnpack_partitions(path) -> int:
+    from edgefer.runtimes.litert import interpreter_module
+
+    module, _ = interpreter_module()
+    interpreter = module.Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+
+
+def test_inspect_reports_int8_tensors_and_the_float_hardswish(tiny_exports):
+    body = _inspect(tiny_exports[("tflite", "int8")])
     assert body["format"] == "tflite" and body["precision"] == "int8-qat"
-    assert body["float_ops"] == {} and body["inputs"][0]["dtype"] == "int8"
+    assert set(body["float_ops"]) == {"HARD_SWISH"} and body["inputs"][0]["dtype"] == "int8"
     assert body["inputs"][0]["quantization"] is not None
     assert body["size_gzip_bytes"] < body["size_bytes"]
+
+
+def test_int8_hardswish_float_lets_xnnpack_take_the_whole_graph(tiny_exports, tiny_model_dirs,
+                                                               synthetic_fer, tmp_path):
+    from edgefer.export import export_model, load_source
+
+    default = tiny_exports[("tflite", "int8")]
+    loaded = load_source(tiny_model_dirs["qat"], synthetic_fer)
+    pure = export_model(loaded, ExportOptions("tflite", "int8", hardswish="int8",
+                                              parity_images=40, min_agreement=0.0),
+                        tmp_path, synthetic_fer).path
+    assert _inspect(pure)["float_ops"] == {}
+    assert _xnnpack_partitions(default) == 1 < _xnnpack_partitions(pure)
 
 
 @pytest.mark.parametrize("suffix", [".tflite", ".onnx", ".xml"])

@@ -5,6 +5,7 @@ from edgefer.export.options import (
     SUPPORTED,
     CalibMethod,
     ExportOptions,
+    HardSwish,
     Int8Source,
     IoType,
     Precision,
@@ -12,7 +13,8 @@ from edgefer.export.options import (
 )
 from edgefer.export.pipeline import ExportResult, LoadedModel, export_model, load_source
 
-__all__ = ["EXPORTERS", "SUPPORTED", "CalibMethod", "ExportOptions", "ExportResult", "Int8Source",
+__all__ = ["EXPORTERS", "SUPPORTED", "CalibMethod", "ExportOptions", "ExportResult", "HardSwish",
+           "Int8Source",
            "IoType", "LoadedModel", "Precision", "Target", "export_all", "export_model",
            "load_source"]
 

@@ -16,7 +16,14 @@ import numpy as np
 
 from edgefer.calibration import CalibrationSet
 from edgefer.errors import EngineMissingError, ExportError
-from edgefer.export.options import CalibMethod, ExportOptions, IoType, Precision, Target
+from edgefer.export.options import (
+    CalibMethod,
+    ExportOptions,
+    HardSwish,
+    IoType,
+    Precision,
+    Target,
+)
 
 INPUT_NAME = "face"
 
@@ -74,13 +81,74 @@ def keras_to_tflite(model, precision: Precision, io: IoType = IoType.INT8,
         raise ExportError(f"TFLite conversion failed: {exc}") from exc
 
 
+def tflite_hardswish_to_float(data: bytes) -> bytes:
+    """Replace each int8 HARD_SWISH by DEQUANTIZE -> HARD_SWISH (float) -> QUANTIZE.
+
+    XNNPACK delegates no int8 HARD_SWISH, so each one cuts the graph into partitions with
+    the slow int8 reference kernel between them; in float XNNPACK runs the whole graph.
+    Outputs move by at most a few int8 steps (the float kernel rounds once, not twice).
+    """
+    import flatbuffers
+
+    from edgefer.artifacts import tflite_schema
+
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    code = {op: _tflite_opcode(model, schema, op) for op in ("HARD_SWISH", "DEQUANTIZE",
+                                                            "QUANTIZE")}
+    for graph in model.subgraphs:
+        operators = []
+        for op in graph.operators:
+            if (op.opcodeIndex != code["HARD_SWISH"]
+                    or graph.tensors[op.inputs[0]].type != schema.TensorType.INT8):
+                operators.append(op)
+                continue
+            x, y = op.inputs[0], op.outputs[0]
+            x_float, y_float = (_tflite_float_tensor(model, graph, schema, t) for t in (x, y))
+            for name, src, dst in (("DEQUANTIZE", x, x_float), ("HARD_SWISH", x_float, y_float),
+                                   ("QUANTIZE", y_float, y)):
+                new = schema.OperatorT()
+                new.opcodeIndex, new.inputs, new.outputs = code[name], [src], [dst]
+                operators.append(new)
+        graph.operators = operators
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _tflite_opcode(model, schema, name: str) -> int:
+    builtin = getattr(schema.BuiltinOperator, name)
+    for index, opcode in enumerate(model.operatorCodes):
+        if max(opcode.builtinCode, opcode.deprecatedBuiltinCode) == builtin:
+            return index
+    opcode = schema.OperatorCodeT()
+    opcode.builtinCode, opcode.version = builtin, 1
+    opcode.deprecatedBuiltinCode = min(builtin, 127)  # 127: "look at builtinCode"
+    model.operatorCodes.append(opcode)
+    return len(model.operatorCodes) - 1
+
+
+def _tflite_float_tensor(model, graph, schema, like: int) -> int:
+    """A new float32 tensor shaped like tensor ``like``, with an empty buffer."""
+    source = graph.tensors[like]
+    tensor = schema.TensorT()
+    tensor.shape, tensor.shapeSignature = source.shape, source.shapeSignature
+    tensor.type, tensor.name = schema.TensorType.FLOAT32, (source.name or b"") + b"/float"
+    model.buffers.append(schema.BufferT())
+    tensor.buffer = len(model.buffers) - 1
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
+
+
 def export_tflite(source: Source, options: ExportOptions) -> bytes:
-    if options.precision is Precision.INT8:
-        if int8_from_qat(source, options):
-            return keras_to_tflite(source.model, Precision.INT8, options.io)
-        return keras_to_tflite(source.float_model, Precision.INT8, options.io,
+    if options.precision is not Precision.INT8:
+        return keras_to_tflite(source.float_model, options.precision)
+    if int8_from_qat(source, options):
+        data = keras_to_tflite(source.model, Precision.INT8, options.io)
+    else:
+        data = keras_to_tflite(source.float_model, Precision.INT8, options.io,
                                source.calibration_set())
-    return keras_to_tflite(source.float_model, options.precision)
+    return tflite_hardswish_to_float(data) if options.hardswish is HardSwish.FLOAT else data
 
 
 # --- Keras -> ONNX -------------------------------------------------------------------

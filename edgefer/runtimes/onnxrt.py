@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -67,6 +68,10 @@ class OnnxRuntime(Runtime):
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         providers = providers_for(options, rt.get_available_providers())
+        if options.device is not Device.CPU and hasattr(rt, "preload_dlls"):
+            # onnxruntime-gpu finds CUDA/cuDNN from the nvidia-* wheels only when asked to
+            with contextlib.suppress(Exception):
+                rt.preload_dlls()
         try:
             session = rt.InferenceSession(str(path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types

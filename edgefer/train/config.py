@@ -77,6 +77,7 @@ class TrainConfig:
     early_stopping: int = 8
     seed: int = 0
     limit: int | None = None
+    init_from: str = ""
     strategy: Strategy = Strategy.DEFAULT
 
     def __post_init__(self) -> None:

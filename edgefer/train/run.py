@@ -176,8 +176,9 @@ class Trainer:
 
     def _initial_model(self, stage: Stage, parent: Stage | None, total_steps: int):
         model = build_for_stage(self.config.model, Stage.FLOAT)
-        if parent is not None:
-            trained, _, _ = load_model(self.stage_dir(parent) / "model")
+        start = self.stage_dir(parent) / "model" if parent else self.config.init_from
+        if start:
+            trained, _, _ = load_model(start)
             model = float_twin(trained, self.config.model)
         if stage is Stage.PRUNE:
             end = max(1, int(total_steps * 0.75))
