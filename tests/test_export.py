@@ -175,3 +175,19 @@ def test_inspect_corrupt_file(tmp_path, suffix):
     result = CliRunner().invoke(main, ["inspect", str(bad)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "bad" in result.output
+
+
+def test_qat_weight_grid_is_found_and_kept_exact():
+    from edgefer.export.convert import _grid_levels
+
+    rng = np.random.default_rng(0)
+    levels = np.array([127, 40, 16])
+    steps = np.array([0.01, 0.003, 0.2])
+    q = rng.integers(-levels[:, None], levels[:, None] + 1, (3, 50))
+    q[:, 0] = -levels  # each channel reaches its top level
+    weight = (q * steps[:, None]).astype(np.float32)
+    found = _grid_levels(weight, axis=0)
+    assert all(f % level == 0 for f, level in zip(found, levels, strict=True))
+    scale = np.abs(weight).max(axis=1) / found
+    restored = np.round(weight / scale[:, None]) * scale[:, None]
+    np.testing.assert_allclose(restored, weight, rtol=0, atol=1e-6)

@@ -33,6 +33,28 @@ def test_bad_options(overrides, message):
         load_config(None, **overrides)
 
 
+def test_continue_config_starts_from_phase_one():
+    config = load_config(REPO / "models" / "edgefer-mnv3s-continue.toml")
+    assert config.init_from == "runs/edgefer-mnv3s/float/model" and config.epochs == 24
+
+
+@pytest.mark.tf
+def test_init_from_starts_the_float_stage_from_a_trained_model(synthetic_fer, tiny_model_dirs,
+                                                              tmp_path):
+    import numpy as np
+
+    from edgefer.model.store import Stage, float_twin, load_model
+    from edgefer.train.run import Trainer
+
+    config = load_config(None, data=str(synthetic_fer), out=str(tmp_path),
+                         init_from=str(tiny_model_dirs["qat"]), **{"model.width": 0.25})
+    start = Trainer(config, log=lambda *_: None)._initial_model(Stage.FLOAT, None, 10)
+    qat_model, _, _ = load_model(tiny_model_dirs["qat"])
+    expected = float_twin(qat_model, config.model)
+    for ours, theirs in zip(start.weights, expected.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
 def test_focal_loss_option():
     assert load_config(None, loss="focal").loss is Loss.FOCAL
 

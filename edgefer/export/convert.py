@@ -194,14 +194,42 @@ def onnx_to_fp16(proto):
     return convert_float_to_float16(proto, keep_io_types=True)
 
 
-def onnx_quantize_qat_weights(proto):
-    """Store a QAT graph's weights as int8 (per channel) and biases as int32, each behind
-    a DequantizeLinear: the QDQ form ONNX Runtime runs as integer convolutions.
+# Ops that only move data: an input scale can be read through them.
+_PASS_THROUGH = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten")
 
-    TensorFlow folds the weight fake-quant into float constants before tf2onnx sees them,
-    so the converted graph has QDQ on activations only. Weights tfmot quantized already lie
-    on the QAT grid (symmetric, scale = max|w| / 127 per output channel), so for them this
-    is exact; the few it left float (squeeze-excite convolutions) are quantized the same way.
+
+def _grid_levels(weight: np.ndarray, axis: int, tol: float = 1e-3) -> np.ndarray:
+    """Per channel along ``axis``, the largest m <= 127 with weight * m / max|weight| integral.
+
+    tfmot fake-quantizes a kernel symmetric on 255 levels (per channel for Conv2D, per
+    tensor for DepthwiseConv2D and Dense), and TensorFlow then multiplies in the batch
+    norm's per-channel factor: each channel is q * S with integer |q| <= 127 but
+    max |q| often well below 127 (per-tensor grids). Re-rounding to max|w| / 127 moves
+    the weights off the grid the model was trained on and that TFLite keeps; finding
+    the grid keeps them exact. Channels on no such grid (kernels QAT left float, the
+    squeeze-excite convolutions) get 127, plain max-abs quantization.
+    """
+    moved = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1).astype(np.float64)
+    peak = np.abs(moved).max(axis=1)
+    unit = moved / np.where(peak > 0, peak, 1.0)[:, None]
+    levels = np.full(len(peak), 127, dtype=np.int64)
+    found = peak == 0
+    for m in range(127, 0, -1):
+        on_grid = np.abs(unit * m - np.round(unit * m)).max(axis=1) <= tol
+        levels[on_grid & ~found] = m
+        found |= on_grid
+    return levels
+
+
+def onnx_quantize_qat_weights(proto, exact_grid: bool = True, unsigned: bool = True):
+    """Store a QAT graph's Conv/MatMul weights as 8-bit per-channel DequantizeLinear and
+    their biases as int32 (scale = input scale x weight scale), the QDQ form ONNX Runtime
+    and OpenVINO run as integer convolutions.
+
+    ``unsigned``: weights as uint8 with zero point 128 (the same symmetric grid, -127..127
+    shifted). tf2onnx writes uint8 activations, and ONNX Runtime's x86 kernel for uint8
+    activations x int8 weights (AVX2 VPMADDUBSW) saturates 16-bit pair sums: that broke
+    this model (79 % top-1 agreement). uint8 x uint8 takes a kernel that widens first.
     """
     onnx = _onnx()
     from onnx import numpy_helper
@@ -210,23 +238,30 @@ def onnx_quantize_qat_weights(proto):
     producers = {o: n for n in proto.graph.node for o in n.output}
     added, nodes = [], []
     for node in proto.graph.node:
-        source = producers.get(node.input[0]) if node.input else None
         if node.op_type in ("Conv", "MatMul") and node.input[1] in inits:
-            weight = numpy_helper.to_array(inits[node.input[1]])
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
             axis = 0 if node.op_type == "Conv" else 1
             reduce = tuple(i for i in range(weight.ndim) if i != axis)
-            scale = np.maximum(np.abs(weight).max(axis=reduce), 1e-12).astype(np.float32) / 127
+            peak = np.abs(weight).max(axis=reduce)
+            levels = _grid_levels(weight, axis) if exact_grid else np.full(len(peak), 127)
+            scale = (np.where(peak > 0, peak, 1.0) / levels).astype(np.float32)
             shape = [1] * weight.ndim
             shape[axis] = -1
-            q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
-            nodes.append(_dequantize(node, 1, q, scale, axis, added))
-            if (len(node.input) > 2 and node.input[2] in inits and source is not None
-                    and source.op_type == "DequantizeLinear"):
-                input_scale = numpy_helper.to_array(inits[source.input[1]]).astype(np.float32)
-                bias_scale = (scale * input_scale).reshape(-1)
-                bias = numpy_helper.to_array(inits[node.input[2]])
-                nodes.append(_dequantize(node, 2, np.round(bias / bias_scale).astype(np.int32),
-                                         bias_scale, 0, added))
+            q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127)
+            if unsigned:
+                stored, zero = (q + 128).astype(np.uint8), np.full(scale.shape, 128, np.uint8)
+            else:
+                stored, zero = q.astype(np.int8), np.zeros(scale.shape, np.int8)
+            nodes.append(_dequantize(node, 1, stored, scale, zero, axis, added))
+            input_scale = _input_scale(node.input[0], producers, inits)
+            if (node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in inits
+                    and input_scale is not None):
+                bias_scale = (scale * input_scale).astype(np.float32)
+                bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+                qb = np.round(bias / bias_scale)
+                if np.abs(qb).max() < 2 ** 31 - 1:
+                    nodes.append(_dequantize(node, 2, qb.astype(np.int32), bias_scale,
+                                             np.zeros(scale.shape, np.int32), 0, added))
         nodes.append(node)
     used = {name for n in nodes for name in n.input}
     for name, init in inits.items():
@@ -239,19 +274,63 @@ def onnx_quantize_qat_weights(proto):
     return proto
 
 
-def _dequantize(node, index: int, quantized: np.ndarray, scale: np.ndarray, axis: int,
-                added: list):
+def _input_scale(name: str, producers: dict, inits: dict) -> float | None:
+    """The per-tensor scale of the DequantizeLinear that ``name`` comes from (through
+    reshapes, which tf2onnx puts before convolutions on NHWC tensors)."""
+    from onnx import numpy_helper
+
+    node = producers.get(name)
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in inits:
+        return None
+    scale = numpy_helper.to_array(inits[node.input[1]])
+    return float(scale) if scale.size == 1 else None
+
+
+def _dequantize(node, index: int, quantized: np.ndarray, scale: np.ndarray, zero: np.ndarray,
+                axis: int, added: list):
     """Feed ``node.input[index]`` from a DequantizeLinear of ``quantized`` instead."""
     from onnx import helper, numpy_helper
 
     name = node.input[index]
     added += [numpy_helper.from_array(quantized, name + "_quantized"),
               numpy_helper.from_array(scale.astype(np.float32), name + "_scale"),
-              numpy_helper.from_array(np.zeros(scale.shape, quantized.dtype), name + "_zero")]
+              numpy_helper.from_array(zero, name + "_zero")]
     node.input[index] = name + "_dequantized"
     return helper.make_node("DequantizeLinear", [name + "_quantized", name + "_scale",
                                                  name + "_zero"], [name + "_dequantized"],
                             axis=axis)
+
+
+def onnx_round_input_half_up(proto, fraction: float = 1e-3):
+    """TensorFlow's FakeQuant rounds half up; ONNX QuantizeLinear rounds half to even.
+
+    The input quantizer of an edgefer QAT model has scale 2/255 and zero point 128, and
+    preprocessing puts every pixel (p / 127.5 - 1) exactly half-way between two of its
+    levels: TensorFlow takes the upper one, ONNX the even one, so half the pixels enter
+    the network one level off from training. Adding ``fraction`` of a level before each
+    QuantizeLinear of the graph input makes ONNX round those ties up as well.
+    """
+    onnx = _onnx()
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    graph_inputs = {i.name for i in proto.graph.input}
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in graph_inputs:
+            scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            name = node.input[0] + "_half_up"
+            proto.graph.initializer.append(
+                numpy_helper.from_array(np.asarray(scale * fraction, np.float32), name + "_eps"))
+            nodes.append(helper.make_node("Add", [node.input[0], name + "_eps"], [name]))
+            node.input[0] = name
+        nodes.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    return proto
 
 
 def onnx_quantize_static(proto, calibration: CalibrationSet, method: CalibMethod):
@@ -291,8 +370,9 @@ def _onnx_float(source: Source, options: ExportOptions):
 
 def _onnx_int8(source: Source, options: ExportOptions):
     if int8_from_qat(source, options):
-        return _converted_once(source, ("qat", options.opset), lambda: onnx_quantize_qat_weights(
-            keras_to_onnx(source.model, source.input_shape, options.opset)))
+        return _converted_once(source, ("qat", options.opset), lambda: onnx_round_input_half_up(
+            onnx_quantize_qat_weights(keras_to_onnx(source.model, source.input_shape,
+                                                    options.opset))))
     return onnx_quantize_static(_onnx_float(source, options), source.calibration_set(),
                                 options.calib_method)
 

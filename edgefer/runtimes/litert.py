@@ -95,7 +95,9 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
         return x.astype(dtype)
     scale, zero = detail["quantization"]
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    # half up, as TensorFlow's FakeQuant rounded in training: x / 127.5 - 1 lands every
+    # pixel exactly half-way between two levels of a QAT model's input quantizer
+    return np.clip(np.floor(x / scale + zero + 0.5), info.min, info.max).astype(dtype)
 
 
 def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:

@@ -17,6 +17,12 @@ _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExe
 _NPU_PROVIDERS = ("QNNExecutionProvider", "OpenVINOExecutionProvider", "VitisAIExecutionProvider")
 
 
+_INSTALL_HINT = {
+    Device.GPU: "install onnxruntime-gpu for CUDA/TensorRT",
+    Device.NPU: "install an onnxruntime build with QNN, OpenVINO or Vitis AI",
+}
+
+
 def ort():
     try:
         import onnxruntime
@@ -37,7 +43,7 @@ def providers_for(options: RuntimeOptions, available: list[str]) -> list[str]:
     if not found and options.device is not Device.AUTO:
         raise DeviceUnavailableError(
             f"ONNX Runtime has no {options.device.value.upper()} execution provider here "
-            f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA/TensorRT")
+            f"(available: {', '.join(available)}); {_INSTALL_HINT[options.device]}")
     return [*found, "CPUExecutionProvider"]
 
 
