@@ -1,7 +1,12 @@
 """Measure the numbers of the shipped model's card from a finished training run.
 
-    python benchmarks/model_card.py --run runs/edgefer-mnv3s --data ../shared/fer2013 \\
-        --out models/edgefer-mnv3s
+    python benchmarks/model_card.py --run runs/edgefer-mnv3s-v2 --data ../shared/fer2013 \\
+        --out models/edgefer-mnv3s --earlier-run runs/edgefer-mnv3s \\
+        --earlier-card models/edgefer-mnv3s/card_numbers.json
+
+--earlier-run: the run whose float model this one started from (--init-from); its float
+stage's time counts in the training time. --earlier-card: a card_numbers.json whose stages
+this run lacks (the pruning stages of phase 1) are carried over, marked as such.
 
 For every stage of the run: Keras accuracy on PublicTest; for the QAT and pruned-QAT
 models, their full-INT8 TFLite export's top-1, macro-F1, per-class recall and gzip size;
@@ -53,7 +58,10 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--earlier-run", type=Path, default=None)
+    parser.add_argument("--earlier-card", type=Path, default=None)
     args = parser.parse_args()
+    earlier = json.loads(args.earlier_card.read_text()) if args.earlier_card else {}
     test = load_split(args.data, "test")
     numbers: dict = {"publictest_images": len(test)}
     work = Path(tempfile.mkdtemp())
@@ -79,10 +87,29 @@ def main() -> None:
         numbers[stage] = entry
         print(stage, {k: v for k, v in entry.items() if k not in ("keras", "int8")},
               "keras", round(entry["keras"]["top1"], 4), "int8", round(entry["int8"]["top1"], 4))
+    for stage in ("prune", "pqat"):
+        if stage not in numbers and stage in earlier:
+            # its pruning ratio is against the QAT model of the same (earlier) float model
+            numbers[stage] = {**earlier[stage], "from_earlier_run": True,
+                              "dense_gzip_bytes": earlier["qat"]["int8_gzip_bytes"]}
+    summary = json.loads((args.run / "summary.json").read_text())
+    runs = [args.run, *([args.earlier_run] if args.earlier_run else [])]
+    seconds = sum(logged_seconds(stage_dir, summary["train_images"]) for run in runs
+                  for stage_dir in run.iterdir() if (stage_dir / "log.csv").is_file())
+    numbers["training_seconds"] = seconds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "card_numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
-    plot_confusions(numbers, args.out / "confusion.png")
-    write_card(numbers, json.loads((args.run / "summary.json").read_text()), args.out)
+    plot_confusions(numbers, summary["final_stage"], args.out / "confusion.png")
+    write_card(numbers, summary, args.out)
+
+
+def logged_seconds(stage_dir: Path, train_images: int) -> float:
+    """Training time of a stage from its CSV log (images / images-per-second, each epoch):
+    unlike done.json, this counts the epochs of every process when a run was resumed."""
+    import csv
+
+    with open(stage_dir / "log.csv") as f:
+        return sum(train_images / float(row["images_per_s"]) for row in csv.DictReader(f))
 
 
 def _pct(x: float) -> str:
@@ -99,6 +126,8 @@ def write_card(numbers: dict, summary: dict, out: Path) -> None:
             continue
         e = numbers[stage]
         int8_from = "QAT" if stage in ("qat", "pqat") else "post-training (500-image manifest)"
+        if e.get("from_earlier_run"):
+            label += " (phase 1)"
         rows.append(f"| {label} | {_pct(e['keras']['top1'])} | {_pct(e['keras']['macro_f1'])} | "
                     f"{_pct(e['int8']['top1'])} | {_pct(e['int8']['macro_f1'])} | {int8_from} | "
                     f"{e['int8_bytes'] / 1e6:.2f} MB | {e['int8_gzip_bytes'] / 1e6:.2f} MB | "
@@ -106,7 +135,7 @@ def write_card(numbers: dict, summary: dict, out: Path) -> None:
     shipped = numbers[final]
     recall = " | ".join(f"{shipped['int8']['recall'][c]:.2f}" for c in CLASS_NAMES)
     float_recall = " | ".join(f"{numbers['float']['keras']['recall'][c]:.2f}" for c in CLASS_NAMES)
-    hours = summary["total_seconds"] / 3600
+    hours = numbers["training_seconds"] / 3600
     template = (Path(__file__).parent / "model_card_template.md").read_text()
     text = template.format(
         final=final, params=f"{shipped['params']:,}", macs=f"{shipped['macs'] / 1e6:.1f}",
@@ -123,17 +152,17 @@ def write_card(numbers: dict, summary: dict, out: Path) -> None:
 
 def _ratio(numbers: dict, dense: str, sparse: str) -> str:
     if dense in numbers and sparse in numbers:
-        return f"{numbers[dense]['int8_gzip_bytes'] / numbers[sparse]['int8_gzip_bytes']:.2f}x"
+        dense_bytes = numbers[sparse].get("dense_gzip_bytes", numbers[dense]["int8_gzip_bytes"])
+        return f"{dense_bytes / numbers[sparse]['int8_gzip_bytes']:.2f}x"
     return "n/a"
 
 
-def plot_confusions(numbers: dict, path: Path) -> None:
+def plot_confusions(numbers: dict, final: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    final = "pqat" if "pqat" in numbers else "qat"
     panels = [("float (Keras)", numbers["float"]["keras"]["confusion"]),
               (f"{final} INT8 TFLite", numbers[final]["int8"]["confusion"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
