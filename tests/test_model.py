@@ -117,6 +117,29 @@ def test_store_round_trip_and_float_twin(tmp_path):
         np.testing.assert_array_equal(twin.get_layer(name).get_weights()[0], inner[0])
 
 
+def test_float_twin_keeps_the_qat_ranges(tiny_model_dirs, synthetic_fer):
+    from edgefer.data import load_split
+    from edgefer.model.layers import Clip
+    from edgefer.model.mobilenetv3 import ModelConfig
+    from edgefer.model.store import float_twin, load_model, qat_output_ranges, with_output_clips
+    from edgefer.preprocess import Preprocess
+
+    qat_model, _, _ = load_model(tiny_model_dirs["qat"])
+    config = ModelConfig(width=0.25)
+    x = Preprocess()(load_split(synthetic_fer, "test").images)
+    bare = float_twin(qat_model, config)
+    # replaying the layers without clips is the same function
+    np.testing.assert_allclose(with_output_clips(bare, {}).predict(x, verbose=0),
+                               bare.predict(x, verbose=0), atol=1e-6)
+    ranges = qat_output_ranges(qat_model)
+    assert "stem_act" in ranges and all(low < high for low, high in ranges.values())
+    clipped = float_twin(qat_model, config, keep_qat_ranges=True)
+    assert sum(isinstance(layer, Clip) for layer in clipped.layers) == len(ranges)
+    reference = qat_model.predict(x, verbose=0)
+    gap = np.abs(clipped.predict(x, verbose=0) - reference).max()
+    assert gap <= np.abs(bare.predict(x, verbose=0) - reference).max() + 1e-6
+
+
 def test_truncated_weights_are_a_clear_error(tmp_path, tiny_model_dirs):
     import shutil
 

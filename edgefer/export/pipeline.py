@@ -55,7 +55,7 @@ def load_source(model_path: str | os.PathLike, data: Path | None = None,
 
     model, stage, info = load_model(model_path)
     config = ModelConfig(**read_record(model_path)["model"])
-    twin = float_twin(model, config) if stage.quantized else model
+    twin = float_twin(model, config, keep_qat_ranges=True) if stage.quantized else model
     shape = (config.input_size, config.input_size, config.channels)
     source = Source(model, twin, stage.quantized, shape,
                     calibration=_calibration_loader(calib_manifest, data, info),

@@ -26,6 +26,23 @@ class HardSwish(_keras.layers.Layer):
         return input_shape
 
 
+class Clip(_keras.layers.Layer):
+    """Clip to [low, high]: a QAT fake-quant's range, kept when the fake-quant is removed."""
+
+    def __init__(self, low: float, high: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.low, self.high = float(low), float(high)
+
+    def call(self, inputs):
+        return _tf.clip_by_value(inputs, self.low, self.high)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
 class OutputQuantizeConfig(tfmot().quantization.keras.QuantizeConfig):
     """No weights to quantize; one asymmetric 8-bit fake-quant on the output."""
 
@@ -49,7 +66,7 @@ class OutputQuantizeConfig(tfmot().quantization.keras.QuantizeConfig):
         return {}
 
 
-CUSTOM_LAYERS = {"HardSwish": HardSwish}
+CUSTOM_LAYERS = {"HardSwish": HardSwish, "Clip": Clip}
 CUSTOM_OBJECTS = {**CUSTOM_LAYERS, "OutputQuantizeConfig": OutputQuantizeConfig}
 
 
