@@ -52,8 +52,6 @@ def tflite_metadata(data: bytes) -> dict[str, bytes]:
 
 def tflite_with_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
     """A copy of a TFLite flatbuffer with ``entries`` added (replacing same names)."""
-    import flatbuffers
-
     schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
     model.metadata = [m for m in (model.metadata or [])
@@ -66,7 +64,14 @@ def tflite_with_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
         meta.name = name.encode()
         meta.buffer = len(model.buffers) - 1
         model.metadata.append(meta)
-    builder = flatbuffers.Builder(len(data) + 1024)
+    return tflite_pack(model, len(data))
+
+
+def tflite_pack(model, size_hint: int = 0) -> bytes:
+    """The flatbuffer bytes of a TFLite object-API ``ModelT``."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 

@@ -88,9 +88,7 @@ def tflite_hardswish_to_float(data: bytes) -> bytes:
     the slow int8 reference kernel between them; in float XNNPACK runs the whole graph.
     Outputs move by at most a few int8 steps (the float kernel rounds once, not twice).
     """
-    import flatbuffers
-
-    from edgefer.artifacts import tflite_schema
+    from edgefer.artifacts import tflite_pack, tflite_schema
 
     schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
@@ -111,9 +109,7 @@ def tflite_hardswish_to_float(data: bytes) -> bytes:
                 new.opcodeIndex, new.inputs, new.outputs = code[name], [src], [dst]
                 operators.append(new)
         graph.operators = operators
-    builder = flatbuffers.Builder(len(data) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return tflite_pack(model, len(data))
 
 
 def _tflite_opcode(model, schema, name: str) -> int:
@@ -221,15 +217,16 @@ def _grid_levels(weight: np.ndarray, axis: int, tol: float = 1e-3) -> np.ndarray
     return levels
 
 
-def onnx_quantize_qat_weights(proto, exact_grid: bool = True, unsigned: bool = True):
+def onnx_quantize_qat_weights(proto):
     """Store a QAT graph's Conv/MatMul weights as 8-bit per-channel DequantizeLinear and
     their biases as int32 (scale = input scale x weight scale), the QDQ form ONNX Runtime
     and OpenVINO run as integer convolutions.
 
-    ``unsigned``: weights as uint8 with zero point 128 (the same symmetric grid, -127..127
-    shifted). tf2onnx writes uint8 activations, and ONNX Runtime's x86 kernel for uint8
-    activations x int8 weights (AVX2 VPMADDUBSW) saturates 16-bit pair sums: that broke
-    this model (79 % top-1 agreement). uint8 x uint8 takes a kernel that widens first.
+    Weights are stored as uint8 with zero point 128 (the same symmetric grid, -127..127
+    shifted), on the exact grid QAT trained (``_grid_levels``). tf2onnx writes uint8
+    activations, and ONNX Runtime's x86 kernel for uint8 activations x int8 weights (AVX2
+    VPMADDUBSW) saturates 16-bit pair sums: that broke this model (79 % top-1 agreement).
+    uint8 x uint8 takes a kernel that widens first.
     """
     onnx = _onnx()
     from onnx import numpy_helper
@@ -243,16 +240,12 @@ def onnx_quantize_qat_weights(proto, exact_grid: bool = True, unsigned: bool = T
             axis = 0 if node.op_type == "Conv" else 1
             reduce = tuple(i for i in range(weight.ndim) if i != axis)
             peak = np.abs(weight).max(axis=reduce)
-            levels = _grid_levels(weight, axis) if exact_grid else np.full(len(peak), 127)
-            scale = (np.where(peak > 0, peak, 1.0) / levels).astype(np.float32)
+            scale = (np.where(peak > 0, peak, 1.0) / _grid_levels(weight, axis)).astype(np.float32)
             shape = [1] * weight.ndim
             shape[axis] = -1
             q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127)
-            if unsigned:
-                stored, zero = (q + 128).astype(np.uint8), np.full(scale.shape, 128, np.uint8)
-            else:
-                stored, zero = q.astype(np.int8), np.zeros(scale.shape, np.int8)
-            nodes.append(_dequantize(node, 1, stored, scale, zero, axis, added))
+            nodes.append(_dequantize(node, 1, (q + 128).astype(np.uint8), scale,
+                                     np.full(scale.shape, 128, np.uint8), axis, added))
             input_scale = _input_scale(node.input[0], producers, inits)
             if (node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in inits
                     and input_scale is not None):
