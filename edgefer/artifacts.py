@@ -3,6 +3,7 @@ OpenVINO rt_info), so that ``bench`` and ``predict`` need nothing but the file."
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -68,12 +69,33 @@ def tflite_with_metadata(data: bytes, entries: dict[str, bytes]) -> bytes:
 
 
 def tflite_pack(model, size_hint: int = 0) -> bytes:
-    """The flatbuffer bytes of a TFLite object-API ``ModelT``."""
-    import flatbuffers
+    """The flatbuffer bytes of a TFLite object-API ``ModelT``, identical arrays stored once.
 
-    builder = flatbuffers.Builder(size_hint + 4096)
+    Every per-channel weight and bias tensor carries its own vector of int64 zero points,
+    all zero: sharing equal vectors makes an INT8 model about 8% smaller. Flatbuffers
+    allow shared sub-objects, and TFLite reads them like any others.
+    """
+    builder = _sharing_builder_class()(size_hint + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+@functools.cache
+def _sharing_builder_class():
+    import flatbuffers
+
+    class SharingBuilder(flatbuffers.Builder):
+        def __init__(self, size: int) -> None:
+            super().__init__(size)
+            self._written: dict[tuple[str, bytes], int] = {}
+
+        def CreateNumpyVector(self, x):
+            key = (x.dtype.str, x.tobytes())
+            if key not in self._written:
+                self._written[key] = super().CreateNumpyVector(x)
+            return self._written[key]
+
+    return SharingBuilder
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo | None:

@@ -191,3 +191,23 @@ def test_qat_weight_grid_is_found_and_kept_exact():
     scale = np.abs(weight).max(axis=1) / found
     restored = np.round(weight / scale[:, None]) * scale[:, None]
     np.testing.assert_allclose(restored, weight, rtol=0, atol=1e-6)
+
+
+def test_tflite_int8_stores_equal_zero_point_vectors_once(tiny_exports):
+    from edgefer.artifacts import tflite_schema
+
+    schema = tflite_schema()
+    data = tiny_exports[("tflite", "int8")].read_bytes()
+    graph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+    where: dict[tuple[int, bytes], set[int]] = {}
+    per_channel = 0
+    for i in range(graph.TensorsLength()):
+        quant = graph.Tensors(i).Quantization()
+        if quant is None or quant.ZeroPointLength() < 2:
+            continue
+        start = quant._tab.Vector(quant._tab.Offset(10))  # zero_point is field 3 (vtable 10)
+        key = (quant.ZeroPointLength(), quant.ZeroPointAsNumpy().tobytes())
+        where.setdefault(key, set()).add(start)
+        per_channel += 1
+    assert per_channel > len(where) > 0  # weights and biases of a layer share one
+    assert all(len(starts) == 1 for starts in where.values())
