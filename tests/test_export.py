@@ -211,3 +211,16 @@ def test_tflite_int8_stores_equal_zero_point_vectors_once(tiny_exports):
         per_channel += 1
     assert per_channel > len(where) > 0  # weights and biases of a layer share one
     assert all(len(starts) == 1 for starts in where.values())
+
+
+def test_tflite_export_has_a_serving_signature(tiny_exports, reference):
+    from edgefer.artifacts import read_info
+    from edgefer.runtimes import load_runtime
+    from edgefer.runtimes.litert import interpreter_module
+
+    path = tiny_exports[("tflite", "fp32")]
+    faces = reference[0][:4]
+    module, _ = interpreter_module()
+    runner = module.Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    (output,) = runner(face=read_info(path).preprocess(faces).astype(np.float32)).values()
+    np.testing.assert_allclose(output, load_runtime(path).predict_faces(faces), atol=1e-5)
