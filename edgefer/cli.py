@@ -123,6 +123,8 @@ def _data_or_default(path: Path | None) -> Path:
 @click.option("--prune-epochs", type=int, default=None, help="Pruning epochs (0: no pruning).")
 @click.option("--sparsity", "target_sparsity", type=float, default=None,
               help="Target sparsity of pruned layers.")
+@click.option("--prune-min-weights", type=int, default=None,
+              help="Prune only layers with at least this many weights (default 20000).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None, help="Peak learning rate (float stage).")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None)

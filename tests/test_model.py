@@ -81,12 +81,15 @@ def test_pruning_reaches_target_sparsity_and_pqat_keeps_it():
     from edgefer.model.mobilenetv3 import ModelConfig, build_model
 
     x, y = _data(32)
-    pruned = qat.prune(build_model(ModelConfig(width=0.25)), 0.6, 0, 4, frequency=1)
+    pruned = qat.prune(build_model(ModelConfig(width=0.25)), 0.6, 0, 4, frequency=1,
+                       min_weights=1000)
     pruned.compile("adam", "sparse_categorical_crossentropy")
     pruned.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=qat.pruning_callbacks())
     stripped = qat.strip_pruning(pruned)
     kernel = stripped.get_layer("head").get_weights()[0]
     assert abs(float(np.mean(kernel == 0)) - 0.6) < 0.02
+    stem = stripped.get_layer("stem_conv").get_weights()[0]
+    assert stem.size < 1000 and np.mean(stem == 0) == 0  # too small to prune
     pqat = qat.quantize(stripped, preserve_sparsity=True)
     pqat.compile("adam", "sparse_categorical_crossentropy")
     pqat.fit(x, y, batch_size=8, epochs=1, verbose=0)

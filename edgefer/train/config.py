@@ -61,6 +61,9 @@ class TrainConfig:
     prune: bool = True
     prune_epochs: int = 4
     target_sparsity: float = 0.5
+    # layers with fewer weights stay dense: pruning the stem or a small squeeze-excite
+    # costs accuracy out of proportion to the bytes it saves
+    prune_min_weights: int = 20000
     qat_epochs: int = 3
     batch_size: int = 128
     optimizer: Optimizer = Optimizer.ADAMW

@@ -183,7 +183,8 @@ class Trainer:
         if stage is Stage.PRUNE:
             end = max(1, int(total_steps * 0.75))
             return qat.prune(model, self.config.target_sparsity, 0, end,
-                             frequency=max(1, min(100, end // 10)))
+                             frequency=max(1, min(100, end // 10)),
+                             min_weights=self.config.prune_min_weights)
         if stage.quantized:
             return qat.quantize(model, preserve_sparsity=stage is Stage.PQAT)
         return model
