@@ -93,9 +93,10 @@ def main() -> None:
             numbers[stage] = {**earlier[stage], "from_earlier_run": True,
                               "dense_gzip_bytes": earlier["qat"]["int8_gzip_bytes"]}
     summary = json.loads((args.run / "summary.json").read_text())
-    runs = [args.run, *([args.earlier_run] if args.earlier_run else [])]
-    seconds = sum(logged_seconds(stage_dir, summary["train_images"]) for run in runs
-                  for stage_dir in run.iterdir() if (stage_dir / "log.csv").is_file())
+    stage_dirs = [d for d in args.run.iterdir() if (d / "log.csv").is_file()]
+    if args.earlier_run:  # only its float stage is part of this run's recipe
+        stage_dirs.append(args.earlier_run / "float")
+    seconds = sum(logged_seconds(d, summary["train_images"]) for d in stage_dirs)
     numbers["training_seconds"] = seconds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "card_numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")

@@ -90,11 +90,24 @@ def test_pruning_reaches_target_sparsity_and_pqat_keeps_it():
     assert abs(float(np.mean(kernel == 0)) - 0.6) < 0.02
     stem = stripped.get_layer("stem_conv").get_weights()[0]
     assert stem.size < 1000 and np.mean(stem == 0) == 0  # too small to prune
+    pruned_share = _kernel_zero_shares(stripped)
+    assert any("se_reduce" in name and share > 0.55 for name, share in pruned_share.items())
     pqat = qat.quantize(stripped, preserve_sparsity=True)
     pqat.compile("adam", "sparse_categorical_crossentropy")
-    pqat.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    inner = next(w for w in pqat.weights if w.name.endswith("head/kernel:0"))
-    assert np.mean(inner.numpy() == 0) >= 0.59
+    pqat.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[qat.KeepZeros()])
+    kept = {w.name.split("/")[-2]: float(np.mean(w.numpy() == 0)) for w in pqat.weights
+            if w.name.endswith("/kernel:0")}
+    assert {"head"} | {n for n in pruned_share if "se_" in n} <= kept.keys()
+    for name in kept.keys() & pruned_share.keys():  # the squeeze-excite ones too
+        assert kept[name] >= pruned_share[name] - 1e-3, (name, kept[name], pruned_share[name])
+
+
+def _kernel_zero_shares(model) -> dict[str, float]:
+    """Layer name -> share of zeros in the kernel of convolutions and dense layers of 1000
+    or more weights."""
+    return {layer.name: float(np.mean(layer.kernel.numpy() == 0)) for layer in model.layers
+            if type(layer).__name__ in ("Conv2D", "Dense")
+            and layer.kernel.shape.num_elements() >= 1000}
 
 
 def test_store_round_trip_and_float_twin(tmp_path):

@@ -104,5 +104,31 @@ def strip_pruning(model):
     return _tfmot.sparsity.keras.strip_pruning(model)
 
 
+class KeepZeros(_keras.callbacks.Callback):
+    """Hold every pruned kernel's zeros at zero through training.
+
+    tfmot's prune-preserving scheme keeps zeros only where a weight quantizer carries
+    the mask; the squeeze-excite convolutions get a no-op quantize config from its
+    layout transforms, and three PQAT epochs refilled 99% of their zeros.
+    """
+
+    def __init__(self, min_zero_share: float = 0.3) -> None:
+        super().__init__()
+        self.min_zero_share = min_zero_share
+        self.masks: list = []
+
+    def on_train_begin(self, logs=None) -> None:
+        self.masks = []
+        for weight in self.model.trainable_weights:
+            if "kernel" in weight.name:
+                keep = weight.numpy() != 0
+                if 1 - keep.mean() >= self.min_zero_share:
+                    self.masks.append((weight, keep.astype(weight.dtype.as_numpy_dtype)))
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        for weight, keep in self.masks:
+            weight.assign(weight * keep)
+
+
 def pruning_callbacks() -> list:
     return [_tfmot.sparsity.keras.UpdatePruningStep()]

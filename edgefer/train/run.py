@@ -202,6 +202,8 @@ class Trainer:
             throughput,
             _keras.callbacks.CSVLogger(str(folder / "log.csv"), append=True),
         ]
+        if stage is Stage.PQAT:
+            callbacks.append(qat.KeepZeros())
         if stage is Stage.PRUNE:
             callbacks += qat.pruning_callbacks()
             # magnitudes keep changing until the schedule ends: select only after it
