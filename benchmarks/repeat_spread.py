@@ -3,7 +3,7 @@ same models (batch 1, one thread by default) and report each model's p50 per run
 median, and the spread (max - min) / median.
 
     python benchmarks/repeat_spread.py models/edgefer-mnv3s/edgefer-mnv3s-int8.tflite \\
-        --runs 3 --json reports/repeat_spread.json
+        --runs 5 --min-time 5 --json reports/repeat_spread.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", default="1")
+    parser.add_argument("--min-time", default="1", help="edgefer bench --min-time (seconds)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     p50s: dict[str, list[float]] = {}
@@ -30,7 +31,8 @@ def main() -> None:
         for i in range(args.runs):
             out = Path(tmp) / f"run{i}.json"
             subprocess.run([sys.executable, "-m", "edgefer", "bench", *args.models, "--threads",
-                            args.threads, "--batch", "1", "--json", str(out)],
+                            args.threads, "--batch", "1", "--min-time", args.min_time,
+                            "--json", str(out)],
                            check=True,
                            stdout=subprocess.DEVNULL)
             for result in json.loads(out.read_text())["results"]:
