@@ -72,7 +72,7 @@ def tflite_pack(model, size_hint: int = 0) -> bytes:
     """The flatbuffer bytes of a TFLite object-API ``ModelT``, identical arrays stored once.
 
     Every per-channel weight and bias tensor carries its own vector of int64 zero points,
-    all zero: sharing equal vectors makes an INT8 model about 8% smaller. Flatbuffers
+    all zero: sharing equal vectors makes an INT8 model about 7% smaller. Flatbuffers
     allow shared sub-objects, and TFLite reads them like any others.
     """
     builder = _sharing_builder_class()(size_hint + 4096)
