@@ -107,9 +107,8 @@ def tflite_with_signature(data: bytes, input_name: str, output_name: str) -> byt
     signature = schema.SignatureDefT()
     signature.signatureKey, signature.subgraphIndex = b"serving_default", 0
     graph = model.subgraphs[0]
-    signature.inputs, signature.outputs = ([_tensor_map(schema, name, index)] for name, index in
-                                           ((input_name, graph.inputs[0]),
-                                            (output_name, graph.outputs[0])))
+    signature.inputs = [_tensor_map(schema, input_name, graph.inputs[0])]
+    signature.outputs = [_tensor_map(schema, output_name, graph.outputs[0])]
     model.signatureDefs = [signature]
     return tflite_pack(model, len(data))
 
