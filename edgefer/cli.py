@@ -173,10 +173,11 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "edgefer-mnv
               "post-training on --calib (auto: QAT when the model is QAT).")
 @click.option("--io", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
               help="TFLite INT8 input/output type.")
-@click.option("--hardswish", type=click.Choice(["float", "int8"]), default="float",
-              show_default=True, help="TFLite INT8 hard-swish: float lets XNNPACK (phone, Pi "
-              "and PC CPUs) run the whole graph, 2x faster; int8 keeps a pure integer graph "
-              "for NPUs, the Edge TPU and microcontrollers.")
+@click.option("--int8-graph", type=click.Choice(["cpu", "pure"]), default="cpu",
+              show_default=True, help="TFLite INT8 graph: cpu runs hard-swish and average "
+              "pooling in float, so that XNNPACK (phone, Pi and PC CPUs) runs the whole graph "
+              "(2x faster) and pooling is exact; pure keeps an integer-only graph for NPUs, "
+              "the Edge TPU and microcontrollers.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration manifest (default: calibration/fer2013-train-500-seed0.json).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),

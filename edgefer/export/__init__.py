@@ -5,18 +5,30 @@ from edgefer.export.options import (
     SUPPORTED,
     CalibMethod,
     ExportOptions,
-    HardSwish,
     Int8Source,
+    IntGraph,
     IoType,
     Precision,
     Target,
 )
 from edgefer.export.pipeline import ExportResult, LoadedModel, export_model, load_source
 
-__all__ = ["EXPORTERS", "SUPPORTED", "CalibMethod", "ExportOptions", "ExportResult", "HardSwish",
-           "Int8Source",
-           "IoType", "LoadedModel", "Precision", "Target", "export_all", "export_model",
-           "load_source"]
+__all__ = [
+    "EXPORTERS",
+    "SUPPORTED",
+    "CalibMethod",
+    "ExportOptions",
+    "ExportResult",
+    "Int8Source",
+    "IntGraph",
+    "IoType",
+    "LoadedModel",
+    "Precision",
+    "Target",
+    "export_all",
+    "export_model",
+    "load_source",
+]
 
 
 def plan(targets: str, precisions: str) -> list[tuple[Target, Precision]]:

@@ -19,7 +19,7 @@ from edgefer.errors import EngineMissingError, ExportError
 from edgefer.export.options import (
     CalibMethod,
     ExportOptions,
-    HardSwish,
+    IntGraph,
     IoType,
     Precision,
     Target,
@@ -119,35 +119,46 @@ def _tensor_map(schema, name: str, index: int):
     return entry
 
 
-def tflite_hardswish_to_float(data: bytes) -> bytes:
-    """Replace each int8 HARD_SWISH by DEQUANTIZE -> HARD_SWISH (float) -> QUANTIZE.
+# the int8 ops that ``IntGraph.CPU`` runs in float between DEQUANTIZE and QUANTIZE
+CPU_FLOAT_OPS = ("HARD_SWISH", "MEAN")
 
-    XNNPACK delegates no int8 HARD_SWISH, so each one cuts the graph into partitions with
-    the slow int8 reference kernel between them; in float XNNPACK runs the whole graph.
-    Outputs move by at most a few int8 steps (the float kernel rounds once, not twice).
+
+def tflite_ops_to_float(data: bytes, ops: tuple[str, ...] = CPU_FLOAT_OPS) -> bytes:
+    """Run each int8 op named in ``ops`` in float: DEQUANTIZE -> op (float) -> QUANTIZE.
+
+    HARD_SWISH: XNNPACK delegates no int8 HARD_SWISH, so each one cuts the graph into
+    partitions with the slow int8 reference kernel between them. MEAN (global average
+    pooling): TFLite's int8 kernel is biased by up to half an output step (measured:
+    a quarter to 43% of the squeeze-excite pools one step off the exact mean), which
+    ONNX Runtime and OpenVINO are not; in float every engine gets the exact mean. The
+    op keeps its other inputs (MEAN's axes) and options.
     """
     from edgefer.artifacts import tflite_pack, tflite_schema
 
     schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
-    code = {op: _tflite_opcode(model, schema, op) for op in ("HARD_SWISH", "DEQUANTIZE",
-                                                            "QUANTIZE")}
+    code = {op: _tflite_opcode(model, schema, op) for op in (*ops, "DEQUANTIZE", "QUANTIZE")}
+    targets = {code[op] for op in ops}
     for graph in model.subgraphs:
         operators = []
         for op in graph.operators:
-            if (op.opcodeIndex != code["HARD_SWISH"]
+            if (op.opcodeIndex not in targets
                     or graph.tensors[op.inputs[0]].type != schema.TensorType.INT8):
                 operators.append(op)
                 continue
             x, y = op.inputs[0], op.outputs[0]
             x_float, y_float = (_tflite_float_tensor(model, graph, schema, t) for t in (x, y))
-            for name, src, dst in (("DEQUANTIZE", x, x_float), ("HARD_SWISH", x_float, y_float),
-                                   ("QUANTIZE", y_float, y)):
-                new = schema.OperatorT()
-                new.opcodeIndex, new.inputs, new.outputs = code[name], [src], [dst]
-                operators.append(new)
+            op.inputs, op.outputs = [x_float, *op.inputs[1:]], [y_float, *op.outputs[1:]]
+            operators += [_tflite_operator(schema, code["DEQUANTIZE"], x, x_float), op,
+                          _tflite_operator(schema, code["QUANTIZE"], y_float, y)]
         graph.operators = operators
     return tflite_pack(model, len(data))
+
+
+def _tflite_operator(schema, opcode: int, source: int, target: int):
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = opcode, [source], [target]
+    return op
 
 
 def _tflite_opcode(model, schema, name: str) -> int:
@@ -182,7 +193,7 @@ def export_tflite(source: Source, options: ExportOptions) -> bytes:
     else:
         data = keras_to_tflite(source.float_model, Precision.INT8, options.io,
                                source.calibration_set())
-    return tflite_hardswish_to_float(data) if options.hardswish is HardSwish.FLOAT else data
+    return tflite_ops_to_float(data) if options.int8_graph is IntGraph.CPU else data
 
 
 # --- Keras -> ONNX -------------------------------------------------------------------

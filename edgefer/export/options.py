@@ -34,18 +34,19 @@ class CalibMethod(str, Enum):
     PERCENTILE = "percentile"
 
 
-class HardSwish(str, Enum):
-    """How an INT8 TFLite model computes hard-swish.
+class IntGraph(str, Enum):
+    """Which ops of an INT8 TFLite model stay integer.
 
-    XNNPACK (the CPU engine of LiteRT on phones, Pis and PCs) has no int8 HARD_SWISH:
-    each one splits the graph, and the int8 reference kernel runs between partitions.
-    FLOAT runs it in float between DEQUANTIZE and QUANTIZE so that XNNPACK takes the whole
-    graph (2.1x faster at batch 1, reports/); INT8 keeps a pure integer graph for NPUs,
-    the Edge TPU and microcontrollers.
+    CPU runs hard-swish and global average pooling (MEAN) in float between DEQUANTIZE and
+    QUANTIZE. XNNPACK (the CPU engine of LiteRT on phones, Pis and PCs) has no int8
+    HARD_SWISH: each one splits the graph, and the int8 reference kernel runs between
+    partitions (2.1x slower at batch 1). TFLite's int8 MEAN kernel rounds up to half a
+    step low, so the built-in kernels drift from ONNX Runtime and OpenVINO. PURE keeps
+    an integer-only graph for NPUs, the Edge TPU and microcontrollers.
     """
 
-    FLOAT = "float"
-    INT8 = "int8"
+    CPU = "cpu"
+    PURE = "pure"
 
 
 class IoType(str, Enum):
@@ -83,7 +84,7 @@ class ExportOptions:
     precision: Precision
     int8_source: Int8Source = Int8Source.AUTO
     io: IoType = IoType.INT8
-    hardswish: HardSwish = HardSwish.FLOAT
+    int8_graph: IntGraph = IntGraph.CPU
     calib_manifest: Path | None = None
     calib_method: CalibMethod = CalibMethod.MINMAX
     max_drop: float | None = None  # OpenVINO/NNCF accuracy control, in top-1 points (0.01 = 1%)
@@ -99,7 +100,7 @@ class ExportOptions:
         object.__setattr__(self, "precision", precision)
         object.__setattr__(self, "int8_source", _enum(Int8Source, self.int8_source, "INT8 source"))
         object.__setattr__(self, "io", _enum(IoType, self.io, "io type"))
-        object.__setattr__(self, "hardswish", _enum(HardSwish, self.hardswish, "hard-swish"))
+        object.__setattr__(self, "int8_graph", _enum(IntGraph, self.int8_graph, "INT8 graph"))
         object.__setattr__(self, "calib_method",
                            _enum(CalibMethod, self.calib_method, "calibration method"))
         if precision not in SUPPORTED[target]:

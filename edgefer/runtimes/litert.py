@@ -88,6 +88,9 @@ class LiteRTRuntime(Runtime):
         return dequantize(self._interp.get_tensor(self._output["index"]), self._output)
 
 
+HALF_UP = 0.5 + 1e-3
+
+
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float input to the tensor's dtype, with its scale and zero point for int types."""
     dtype = detail["dtype"]
@@ -95,9 +98,12 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
         return x.astype(dtype)
     scale, zero = detail["quantization"]
     info = np.iinfo(dtype)
-    # half up, as TensorFlow's FakeQuant rounded in training: x / 127.5 - 1 lands every
-    # pixel exactly half-way between two levels of a QAT model's input quantizer
-    return np.clip(np.floor(x / scale + zero + 0.5), info.min, info.max).astype(dtype)
+    # Half up, as TensorFlow's FakeQuant rounded in training: x / 127.5 - 1 lands every
+    # pixel exactly half-way between two levels of a QAT model's input quantizer. The
+    # float32 error of x would round some of them down: a thousandth of a level decides
+    # (the ONNX export adds the same, see onnx_round_input_half_up).
+    levels = x.astype(np.float64) / scale + zero + HALF_UP
+    return np.clip(np.floor(levels), info.min, info.max).astype(dtype)
 
 
 def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
