@@ -115,9 +115,7 @@ def _onnx(path: Path):
                        and not any(i in dequantized for i in n.input[:2]))
     kernels = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes
                if n.op_type in ("Conv", "MatMul", "Gemm") and n.input[1] in inits]
-    kernels += [numpy_helper.to_array(inits[n.input[0]]) for n in nodes
-                if n.op_type == "DequantizeLinear" and n.input[0] in inits
-                and numpy_helper.to_array(inits[n.input[0]]).ndim >= 2]
+    kernels += _onnx_quantized_kernels(nodes, inits)
 
     def describe(v) -> TensorInfo:
         t = v.type.tensor_type
@@ -127,6 +125,29 @@ def _onnx(path: Path):
     return ("onnx", tuple(describe(v) for v in model.graph.input if v.name not in inits),
             tuple(describe(v) for v in model.graph.output), dict(histogram), dict(floating),
             _sparsity(kernels))
+
+
+def _onnx_quantized_kernels(nodes, inits) -> list[np.ndarray]:
+    """The integer kernels of DequantizeLinear nodes, less their zero points (a pruned
+    weight stored as uint8 is its zero point, 128, not 0)."""
+    from onnx import numpy_helper
+
+    kernels = []
+    for node in nodes:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        q = numpy_helper.to_array(inits[node.input[0]]).astype(np.int64)
+        if q.ndim < 2:
+            continue
+        zero = np.zeros(1, np.int64)
+        if len(node.input) > 2 and node.input[2] in inits:
+            zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.int64)
+        shape = [1] * q.ndim
+        if zero.size > 1:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape[axis] = -1
+        kernels.append(q - zero.reshape(shape))
+    return kernels
 
 
 def _openvino(path: Path):
@@ -144,14 +165,54 @@ def _openvino(path: Path):
                        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
                        and not any(id(i.get_source_output().get_node()) in quantized_inputs
                                    for i in op.inputs()))
-    kernels = [op.get_data() for op in ops if op.get_type_name() == "Constant"
-               and len(op.get_output_shape(0)) >= 2 and op.get_output_shape(0)[0] > 1]
+    kernels = _openvino_kernels(ops)
 
     def describe(port) -> TensorInfo:
         shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
-        return TensorInfo(port.get_any_name(), str(port.get_element_type().to_dtype().__name__),
+        return TensorInfo(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).name,
                           shape)
 
     return ("openvino", tuple(describe(p) for p in model.inputs),
             tuple(describe(p) for p in model.outputs), dict(histogram), dict(floating),
             _sparsity(kernels))
+
+
+def _openvino_kernels(ops) -> list[np.ndarray]:
+    """Weight constants; in a quantized IR the integer ones less their zero points (the
+    float constants there are scales)."""
+    constants = [op for op in ops if op.get_type_name() == "Constant"
+                 and len(op.get_output_shape(0)) >= 2 and op.get_output_shape(0)[0] > 1]
+    integer = [op for op in constants if np.issubdtype(op.get_data().dtype, np.integer)]
+    if not integer:
+        return [op.get_data() for op in constants]
+    kernels = []
+    for op in integer:
+        subtract, index = _openvino_subtract(op)
+        if subtract is None:
+            kernels.append(op.get_data())
+        elif index == 0:  # index 1: this constant is a zero point
+            kernels.append(op.get_data().astype(np.int64) - _openvino_constant(subtract, 1))
+    return kernels
+
+
+def _openvino_subtract(constant):
+    """(the Subtract an integer constant feeds through Converts, its input index) or None."""
+    node = constant
+    while True:
+        targets = list(node.output(0).get_target_inputs())
+        if len(targets) != 1:
+            return None, None
+        node = targets[0].get_node()
+        if node.get_type_name() == "Subtract":
+            return node, targets[0].get_index()
+        if node.get_type_name() != "Convert":
+            return None, None
+
+
+def _openvino_constant(node, index: int) -> np.ndarray:
+    source = node.input_value(index).get_node()
+    while source.get_type_name() == "Convert":
+        source = source.input_value(0).get_node()
+    if source.get_type_name() != "Constant":
+        return np.zeros(1, np.int64)
+    return source.get_data().astype(np.int64)

@@ -1,0 +1,50 @@
+"""`edgefer inspect` on hand-built INT8 models: a pruned weight stored as uint8 is its zero
+point (128), and the sparsity must count it as zero in ONNX and in OpenVINO IR alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _pruned_qdq_onnx(path):
+    """Conv with per-channel uint8 weights (zero point 128), half of them pruned."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = rng.integers(1, 127, (8, 4, 3, 3)) * rng.choice([-1, 1], (8, 4, 3, 3))
+    weights[:, :2] = 0  # half pruned
+    inits = [numpy_helper.from_array((weights + 128).astype(np.uint8), "w_q"),
+             numpy_helper.from_array(np.full(8, 0.01, np.float32), "w_scale"),
+             numpy_helper.from_array(np.full(8, 128, np.uint8), "w_zero")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0),
+             helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "pruned", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def test_onnx_sparsity_counts_the_zero_point_as_zero(tmp_path):
+    pytest.importorskip("onnx")
+    from edgefer.export.inspect import inspect_model
+
+    found = inspect_model(_pruned_qdq_onnx(tmp_path / "pruned.onnx"))
+    assert found.weight_sparsity == pytest.approx(0.5)
+
+
+def test_openvino_sparsity_and_inputs(tmp_path):
+    pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    from edgefer.export.inspect import inspect_model
+
+    xml = tmp_path / "pruned.xml"
+    ov.save_model(ov.convert_model(str(_pruned_qdq_onnx(tmp_path / "pruned.onnx"))), str(xml))
+    found = inspect_model(xml)
+    assert found.format == "openvino"
+    assert found.weight_sparsity == pytest.approx(0.5)
+    assert found.inputs[0].dtype == "float32" and found.inputs[0].shape == (1, 4, 8, 8)
