@@ -8,7 +8,8 @@ import pytest
 
 
 def _pruned_qdq_onnx(path):
-    """Conv with per-channel uint8 weights (zero point 128), half of them pruned."""
+    """Conv with per-channel uint8 weights (zero point 128), half of them pruned; its input
+    quantized and then reshaped, as tf2onnx writes a one-channel NHWC stem."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -17,9 +18,15 @@ def _pruned_qdq_onnx(path):
     weights[:, :2] = 0  # half pruned
     inits = [numpy_helper.from_array((weights + 128).astype(np.uint8), "w_q"),
              numpy_helper.from_array(np.full(8, 0.01, np.float32), "w_scale"),
-             numpy_helper.from_array(np.full(8, 128, np.uint8), "w_zero")]
-    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0),
-             helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+             numpy_helper.from_array(np.full(8, 128, np.uint8), "w_zero"),
+             numpy_helper.from_array(np.asarray(0.02, np.float32), "x_scale"),
+             numpy_helper.from_array(np.asarray(128, np.uint8), "x_zero"),
+             numpy_helper.from_array(np.asarray([1, 4, 8, 8], np.int64), "x_shape")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"]),
+             helper.make_node("Reshape", ["x_dq", "x_shape"], ["x_in"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0),
+             helper.make_node("Conv", ["x_in", "w"], ["y"], pads=[1, 1, 1, 1])]
     graph = helper.make_graph(
         nodes, "pruned", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
@@ -47,4 +54,5 @@ def test_openvino_sparsity_and_inputs(tmp_path):
     found = inspect_model(xml)
     assert found.format == "openvino"
     assert found.weight_sparsity == pytest.approx(0.5)
+    assert found.float_ops == {}  # its input is fake-quantized, through a Reshape
     assert found.inputs[0].dtype == "float32" and found.inputs[0].shape == (1, 4, 8, 8)

@@ -85,11 +85,14 @@ def _tflite(path: Path):
     histogram = Counter(o["op_name"] for o in ops)
     floating = Counter(o["op_name"] for o in ops if o["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
                        and any(tensors[i]["dtype"] == np.float32 for i in o["outputs"]))
+    # fp16 models keep float16 kernels and DEQUANTIZE them when the model is prepared
+    dequantized = {o["outputs"][0]: o["inputs"][0] for o in ops if o["op_name"] == "DEQUANTIZE"}
     kernels = []
     for o in ops:
         if o["op_name"] in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+            kernel = o["inputs"][1]
             with contextlib.suppress(ValueError):  # a kernel computed at run time
-                kernels.append(interp.get_tensor(o["inputs"][1]))
+                kernels.append(interp.get_tensor(dequantized.get(kernel, kernel)))
     return ("tflite", tuple(describe(t) for t in interp.get_input_details()),
             tuple(describe(t) for t in interp.get_output_details()), dict(histogram),
             dict(floating), _sparsity(kernels))
@@ -160,11 +163,9 @@ def _openvino(path: Path):
         raise ModelError(f"{path}: corrupt OpenVINO IR ({exc})") from exc
     ops = model.get_ordered_ops()
     histogram = Counter(op.get_type_name() for op in ops)
-    quantized_inputs = {id(op) for op in ops if op.get_type_name() == "FakeQuantize"}
     floating = Counter(op.get_type_name() for op in ops
                        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
-                       and not any(id(i.get_source_output().get_node()) in quantized_inputs
-                                   for i in op.inputs()))
+                       and not any(_openvino_fake_quantized(i) for i in op.inputs()))
     kernels = _openvino_kernels(ops)
 
     def describe(port) -> TensorInfo:
@@ -175,6 +176,14 @@ def _openvino(path: Path):
     return ("openvino", tuple(describe(p) for p in model.inputs),
             tuple(describe(p) for p in model.outputs), dict(histogram), dict(floating),
             _sparsity(kernels))
+
+
+def _openvino_fake_quantized(port) -> bool:
+    """Whether an input comes from a FakeQuantize, through ops that only move data."""
+    node = port.get_source_output().get_node()
+    while node.get_type_name() in ("Reshape", "Transpose", "Squeeze", "Unsqueeze"):
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "FakeQuantize"
 
 
 def _openvino_kernels(ops) -> list[np.ndarray]:
