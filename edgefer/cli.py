@@ -348,6 +348,7 @@ def bench(models: tuple[Path, ...], export_mode: str, on_target: str | None,
     if limits is not None:
         enforce(limits, run.results)
         click.echo(f"budget {limits} met by every result")
+    _fail_if_any_failed(run)
 
 
 @main.command()
@@ -361,7 +362,20 @@ def benchmark(model: Path | None, **options) -> None:
     Reports accuracy when FER2013 is found ($EDGEFER_FER2013 or --data), latency and
     size only otherwise.
     """
-    _run_bench((model,) if model else (), True, **options)
+    _fail_if_any_failed(_run_bench((model,) if model else (), True, **options))
+
+
+def _fail_if_any_failed(run) -> None:
+    """Exit 1 (after the reports are written) when a model or export broke; a device or
+    engine that is not there (``unavailable``) is not a failure."""
+    from edgefer.bench.results import Status
+    from edgefer.errors import BenchFailedError
+
+    failed = [r for r in run.results if r.status is Status.FAILED]
+    if failed:
+        names = ", ".join(sorted({r.model for r in failed}))
+        raise BenchFailedError(f"{len(failed)} of {len(run.results)} results failed ({names}); "
+                               "the table says why")
 
 
 def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,

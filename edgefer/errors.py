@@ -42,5 +42,9 @@ class RemoteError(EdgeferError):
     """A remote device (SSH or adb) could not be reached or used."""
 
 
+class BenchFailedError(EdgeferError):
+    """A model or export could not be benchmarked (its row in the report says why)."""
+
+
 class BudgetError(EdgeferError):
     """A benchmark result missed a release budget."""

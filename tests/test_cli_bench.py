@@ -142,3 +142,14 @@ def test_baseline_options_pair_up_by_position(files):
 def test_missing_model_is_a_clear_error(tmp_path):
     result = invoke("bench", tmp_path / "nope.onnx", *QUICK)
     assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_a_model_that_fails_to_load_exits_1_after_the_report(files, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(files["model"].read_bytes()[:200])  # truncated
+    out = tmp_path / "run.json"
+    result = invoke("bench", files["model"], broken, "--json", out, *QUICK)
+    assert result.exit_code == 1 and "failed (broken)" in result.output
+    rows = json.loads(out.read_text())["results"]
+    assert {r["model"]: r["status"] for r in rows if r["batch"] == 1} == {
+        "band": "ok", "broken": "failed"}

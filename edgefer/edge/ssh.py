@@ -225,12 +225,12 @@ wait $!
 rc=$?
 echo "EDGEFER_RC=$rc"
 """ + CONTEXT_SH + r"""
-if [ "$rc" -ne 0 ]; then
-  echo "EDGEFER_LOG_FOLLOWS"
-  tail -n 30 "$dir/bench.log"
-elif [ -f "$dir/result.json" ]; then
+if [ -f "$dir/result.json" ]; then
   echo "EDGEFER_JSON_FOLLOWS"
   cat "$dir/result.json"
+else
+  echo "EDGEFER_LOG_FOLLOWS"
+  tail -n 30 "$dir/bench.log"
 fi
 """
 
@@ -473,8 +473,12 @@ class RemoteSession:
                       stdin=f)
         return f"{self.folder}/{path.name}"
 
-    def run_bench(self, args: Sequence[str]) -> tuple[int, DeviceState, str]:
-        """(exit code, context after, JSON text or the log's tail)."""
+    def run_bench(self, args: Sequence[str]) -> tuple[int, DeviceState, str, bool]:
+        """(exit code, context after, JSON text or the log's tail, whether it is JSON).
+
+        A bench that wrote its JSON and exited 1 had a model fail (its row says why);
+        the results still come back, and the caller decides.
+        """
         assert self.folder is not None
         out = self.call(sh(RUN_SH, self.folder, self.options.python, *args),
                         self.options.bench_timeout_s)
@@ -482,10 +486,10 @@ class RemoteSession:
         if rc_match is None:
             raise RemoteError(f"the bench on {self.target.name} ended without a status: "
                               + " | ".join(out.strip().splitlines()[-5:]))
-        head, _, payload = out.partition(_JSON_MARK)
-        if not payload:
+        head, mark, payload = out.partition(_JSON_MARK)
+        if not mark:
             head, _, payload = out.partition("EDGEFER_LOG_FOLLOWS")
-        return int(rc_match[1]), parse_context(head), payload.strip()
+        return int(rc_match[1]), parse_context(head), payload.strip(), bool(mark)
 
     def cleanup(self) -> None:
         if self.folder is None:
@@ -560,15 +564,15 @@ def remote_bench(models: str | os.PathLike | Sequence[str | os.PathLike], target
                 for extra in files[1:]:
                     session.upload(extra)
             say(f"benchmarking on {target.name} (edgefer {probe.edgefer}, Python {probe.python})")
-            rc, after, payload = session.run_bench([*remote_models.values(), "--json",
-                                                    f"{folder}/result.json", *bench_args])
+            rc, after, payload, is_json = session.run_bench(
+                [*remote_models.values(), "--json", f"{folder}/result.json", *bench_args])
         finally:
             with signals_deferred():
                 try:
                     session.cleanup()
                 except RemoteError as exc:
                     say(f"warning: could not remove {session.folder} on {target.name}: {exc}")
-    if rc != 0:
+    if rc != 0 and not is_json:
         raise _bench_failure(rc, payload, target, options.python)
     if not payload:
         raise RemoteError(f"edgefer bench on {target.name} wrote no JSON results")
