@@ -150,6 +150,7 @@ def test_inspect_reports_int8_tensors_and_the_float_islands(tiny_exports):
     assert body["format"] == "tflite" and body["precision"] == "int8-qat"
     assert set(body["float_ops"]) == {"HARD_SWISH", "MEAN"}
     assert body["inputs"][0]["dtype"] == "int8"
+    assert body["inputs"][0]["name"] == "face"  # the signature's name, not the converter's
     assert body["inputs"][0]["quantization"] is not None
     assert body["size_gzip_bytes"] < body["size_bytes"]
 

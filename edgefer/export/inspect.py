@@ -77,9 +77,12 @@ def _tflite(path: Path):
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # the only op listing LiteRT's Python API offers
 
+    names = _tflite_signature_names(interp)
+
     def describe(t) -> TensorInfo:
         scale, zero = t["quantization"]
-        return TensorInfo(t["name"], np.dtype(t["dtype"]).name, tuple(int(s) for s in t["shape"]),
+        return TensorInfo(names.get(t["index"], t["name"]), np.dtype(t["dtype"]).name,
+                          tuple(int(s) for s in t["shape"]),
                           (float(scale), int(zero)) if scale else None)
 
     histogram = Counter(o["op_name"] for o in ops)
@@ -96,6 +99,16 @@ def _tflite(path: Path):
     return ("tflite", tuple(describe(t) for t in interp.get_input_details()),
             tuple(describe(t) for t in interp.get_output_details()), dict(histogram),
             dict(floating), _sparsity(kernels))
+
+
+def _tflite_signature_names(interp) -> dict[int, str]:
+    """{tensor index: name} from the first signature (``face``, not the converter's
+    ``model/quantize_layer/...;...`` names); empty for a model without signatures."""
+    if not interp.get_signature_list():
+        return {}
+    runner = interp.get_signature_runner()
+    details = {**runner.get_input_details(), **runner.get_output_details()}
+    return {detail["index"]: name for name, detail in details.items()}
 
 
 def _onnx(path: Path):
