@@ -24,6 +24,7 @@ from edgefer.export.options import (
     Precision,
     Target,
 )
+from edgefer.runtimes.litert import HALF_UP_NUDGE
 
 INPUT_NAME = "face"
 
@@ -345,7 +346,7 @@ def _dequantize(node, index: int, quantized: np.ndarray, scale: np.ndarray, zero
                             axis=axis)
 
 
-def onnx_round_input_half_up(proto, fraction: float = 1e-3):
+def onnx_round_input_half_up(proto, fraction: float = HALF_UP_NUDGE):
     """TensorFlow's FakeQuant rounds half up; ONNX QuantizeLinear rounds half to even.
 
     The input quantizer of an edgefer QAT model has scale 2/255 and zero point 128, and

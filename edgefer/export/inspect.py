@@ -193,10 +193,16 @@ def _openvino(path: Path):
 
 def _openvino_fake_quantized(port) -> bool:
     """Whether an input comes from a FakeQuantize, through ops that only move data."""
-    node = port.get_source_output().get_node()
-    while node.get_type_name() in ("Reshape", "Transpose", "Squeeze", "Unsqueeze"):
+    source = _openvino_upstream(port.get_source_output().get_node(),
+                                ("Reshape", "Transpose", "Squeeze", "Unsqueeze"))
+    return source.get_type_name() == "FakeQuantize"
+
+
+def _openvino_upstream(node, through: tuple[str, ...]):
+    """The first node at or above ``node`` (along first inputs) not of a type in ``through``."""
+    while node.get_type_name() in through:
         node = node.input_value(0).get_node()
-    return node.get_type_name() == "FakeQuantize"
+    return node
 
 
 def _openvino_kernels(ops) -> list[np.ndarray]:
@@ -204,7 +210,7 @@ def _openvino_kernels(ops) -> list[np.ndarray]:
     float constants there are scales)."""
     constants = [op for op in ops if op.get_type_name() == "Constant"
                  and len(op.get_output_shape(0)) >= 2 and op.get_output_shape(0)[0] > 1]
-    integer = [op for op in constants if np.issubdtype(op.get_data().dtype, np.integer)]
+    integer = [op for op in constants if op.get_output_element_type(0).is_integral()]
     if not integer:
         return [op.get_data() for op in constants]
     kernels = []
@@ -232,9 +238,7 @@ def _openvino_subtract(constant):
 
 
 def _openvino_constant(node, index: int) -> np.ndarray:
-    source = node.input_value(index).get_node()
-    while source.get_type_name() == "Convert":
-        source = source.input_value(0).get_node()
+    source = _openvino_upstream(node.input_value(index).get_node(), ("Convert",))
     if source.get_type_name() != "Constant":
         return np.zeros(1, np.int64)
     return source.get_data().astype(np.int64)

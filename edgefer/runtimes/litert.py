@@ -88,7 +88,8 @@ class LiteRTRuntime(Runtime):
         return dequantize(self._interp.get_tensor(self._output["index"]), self._output)
 
 
-HALF_UP = 0.5 + 1e-3
+# a thousandth of a quantization level: enough to round exact halves up past float32 error
+HALF_UP_NUDGE = 1e-3
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -102,7 +103,7 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     # pixel exactly half-way between two levels of a QAT model's input quantizer. The
     # float32 error of x would round some of them down: a thousandth of a level decides
     # (the ONNX export adds the same, see onnx_round_input_half_up).
-    levels = x.astype(np.float64) / scale + zero + HALF_UP
+    levels = x.astype(np.float64) / scale + zero + 0.5 + HALF_UP_NUDGE
     return np.clip(np.floor(levels), info.min, info.max).astype(dtype)
 
 
