@@ -47,7 +47,7 @@ def test_fail():
     results = [result(), result(p90=3.4, top1=0.65, threads=1)]
     violations = check(parse_budget("p90_ms<=3,top1>=0.69"), results)
     assert [(v.term, v.actual) for v in violations] == [("p90_ms<=3", 3.4), ("top1>=0.69", 0.65)]
-    assert "1 threads" in violations[0].result
+    assert "1 thread, batch 1" in violations[0].result
     with pytest.raises(BudgetError, match=r"(?s)2 violations.*p90_ms=3.4 misses p90_ms<=3"):
         enforce(parse_budget("p90_ms<=3,top1>=0.69"), results)
 

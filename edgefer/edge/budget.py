@@ -129,7 +129,8 @@ def parse_budget(text: str) -> Budget:
 
 def result_label(result: BenchResult) -> str:
     return (f"{result.model} [{result.target}/{result.precision} on {result.engine} "
-            f"{result.device}, {result.threads} threads, batch {result.batch}]")
+            f"{result.device}, {result.threads} thread{'s' * (result.threads != 1)}, "
+            f"batch {result.batch}]")
 
 
 def check(budget: Budget, results: Iterable[BenchResult]) -> list[Violation]:

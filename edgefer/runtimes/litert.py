@@ -69,7 +69,9 @@ class LiteRTRuntime(Runtime):
     @property
     def ran_on(self) -> str:
         delegate = "XNNPACK" if self.options.xnnpack else "builtin kernels"
-        return f"{self._flavour} CPU ({delegate}, {self.options.threads or 'default'} threads)"
+        threads = self.options.threads
+        count = "default threads" if not threads else f"{threads} thread{'s' * (threads > 1)}"
+        return f"{self._flavour} CPU ({delegate}, {count})"
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
