@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from edgefer.predict.recognizer import Recognizer
-from edgefer.predict.run import DEFAULT_MODEL
 from edgefer.predict.video import FaceTracker
+from edgefer.shipped import SHIPPED_INT8, SHIPPED_NAME
 
 
 def astronaut_frame(width: int = 640, height: int = 480) -> np.ndarray:
@@ -110,7 +110,8 @@ def tracked(recognizer: Recognizer, frame: np.ndarray, frames: int, every: int) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path,
+                        default=Path("models") / SHIPPED_NAME / SHIPPED_INT8)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--every", type=int, default=5)

@@ -158,9 +158,6 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
 
 # --- export ------------------------------------------------------------------------
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "edgefer-mnv3s"
-
-
 @main.command()
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="edgefer model folder (default: the shipped models/edgefer-mnv3s).")
@@ -200,11 +197,13 @@ def export(model_path: Path | None, target: str, precision: str, data_path: Path
     """
     from edgefer.datasets import default_data_path
     from edgefer.export import export_all, plan
+    from edgefer.shipped import shipped_model
 
+    source = model_path or shipped_model()
     data = data_path or default_data_path()
     if data is None:
         click.echo("note: no FER2013 found; parity is checked on random faces", err=True)
-    results = export_all(model_path or DEFAULT_MODEL, plan(target, precision), out_dir, data,
+    results = export_all(source, plan(target, precision), out_dir, data,
                          calib, progress=lambda t, p: click.echo(f"exporting {t.value} {p.value}"
                                                                    " ...", err=True),
                          **options)
@@ -366,8 +365,9 @@ def benchmark(model: Path | None, **options) -> None:
 
 
 def _fail_if_any_failed(run) -> None:
-    """Exit 1 (after the reports are written) when a model or export broke; a device or
-    engine that is not there (``unavailable``) is not a failure."""
+    """Exit 1 (after the reports are written) when a model or export broke, or when nothing
+    could be measured; a device or engine that is not there (``unavailable``) beside
+    measured results is not a failure."""
     from edgefer.bench.results import Status
     from edgefer.errors import BenchFailedError
 
@@ -375,6 +375,9 @@ def _fail_if_any_failed(run) -> None:
     if failed:
         names = ", ".join(sorted({r.model for r in failed}))
         raise BenchFailedError(f"{len(failed)} of {len(run.results)} results failed ({names}); "
+                               "the table says why")
+    if not any(r.status is Status.OK for r in run.results):
+        raise BenchFailedError("nothing was measured: every result is unavailable; "
                                "the table says why")
 
 
@@ -395,7 +398,8 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
     specs = [runner.ModelSpec(p) for p in runner.existing(models)]
     failed_exports = []
     if export_all:
-        from edgefer.bench.exports import export_count, export_matrix, shipped_model
+        from edgefer.bench.exports import export_count, export_matrix
+        from edgefer.shipped import shipped_model
 
         if len(specs) > 1:
             raise ConfigError("--export all exports one model; give one MODEL folder")
@@ -517,14 +521,15 @@ def predict(inputs: tuple[str, ...], model_path: Path | None, out: Path | None,
     import cv2
 
     from edgefer.predict.recognizer import DetectMode, Recognizer, RecognizerOptions
-    from edgefer.predict.run import default_model, predict_all
+    from edgefer.predict.run import predict_all
+    from edgefer.shipped import shipped_int8
 
     cv2.setNumThreads(threads)
     mode = DetectMode.AUTO if detect is None else (
         DetectMode.ALWAYS if detect else DetectMode.NEVER)
     options = RecognizerOptions(detect=mode, min_face=min_face, margin=margin,
                                 detector_model=detector_model)
-    recognizer = Recognizer.from_file(model_path or default_model(), threads, options)
+    recognizer = Recognizer.from_file(model_path or shipped_int8(), threads, options)
     predict_all(recognizer, inputs, out=out, as_json=as_json, every=every,
                 max_frames=max_frames, echo=click.echo,
                 warn=lambda message: click.echo(message, err=True))

@@ -147,6 +147,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def render_table(run: BenchRun, title: str = "edgefer bench"):
     """A rich Table of every result (import rich only when asked)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, header_style="bold")
@@ -170,7 +171,8 @@ def render_table(run: BenchRun, title: str = "edgefer bench"):
         elif lat is not None and lat.noisy:
             status = "ok [yellow](noisy)[/]"
         table.add_row(
-            r.model, r.target, r.precision, r.device, str(r.threads), str(r.batch), status,
+            escape(r.model), r.target, r.precision, r.device, str(r.threads), str(r.batch),
+            status,
             _ms(lat.p50 if lat else None), _ms(lat.p90 if lat else None),
             _ms(lat.p99 if lat else None),
             "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}",
@@ -179,7 +181,8 @@ def render_table(run: BenchRun, title: str = "edgefer bench"):
             _pct(r.accuracy.top1 if r.accuracy else None),
             _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
     if reasons:
-        table.caption = "\n".join(f"[{i}] {reason}" for i, reason in enumerate(reasons, 1))
+        table.caption = "\n".join(f"[{i}] {escape(reason)}"
+                                   for i, reason in enumerate(reasons, 1))
         table.caption_justify = "left"
     return table
 

@@ -153,3 +153,29 @@ def test_a_model_that_fails_to_load_exits_1_after_the_report(files, tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert {r["model"]: r["status"] for r in rows if r["batch"] == 1} == {
         "band": "ok", "broken": "failed"}
+
+
+def test_an_fp32_file_is_the_default_reference(files, tmp_path):
+    twin = tmp_path / "twin.onnx"
+    twin.write_bytes(files["model"].read_bytes())  # records precision fp32, like an export
+    out = tmp_path / "run.json"
+    result = invoke("bench", files["model"], twin, "--data", files["data"], "--json", out,
+                    *QUICK)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert rows[0]["role"] == "reference"
+    assert [r["agreement"] for r in rows] == [1.0] * len(rows)
+
+
+def test_a_missing_engine_measures_nothing_and_exits_1(files, monkeypatch):
+    from edgefer import runtimes
+    from edgefer.errors import EngineMissingError
+
+    def missing(*args, **kwargs):
+        raise EngineMissingError("ONNX Runtime", "onnx")
+
+    monkeypatch.setattr(runtimes, "load_runtime", missing)
+    result = invoke("bench", files["model"], *QUICK)
+    assert result.exit_code == 1
+    assert "nothing was measured" in result.output
+    assert "pip install 'edgefer[onnx]'" in result.output  # not eaten as rich markup

@@ -22,10 +22,10 @@ from edgefer.labels import CLASS_NAMES
 from edgefer.predict import Box, Detection, DetectMode, Recognizer, RecognizerOptions
 from edgefer.predict.detect import face_crop, parse_yunet, pick_eye_pair
 from edgefer.predict.inputs import Kind, expand_inputs
-from edgefer.predict.run import DEFAULT_MODEL
+from edgefer.shipped import SHIPPED_INT8, SHIPPED_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / DEFAULT_MODEL
+SHIPPED = REPO / "models" / SHIPPED_NAME / SHIPPED_INT8
 # Where the astronaut's face is in skimage.data.astronaut() (512x512), checked by eye.
 ASTRONAUT_FACE = Box(170, 60, 105, 105)
 
@@ -335,10 +335,10 @@ def test_cli_no_detect_and_missing_default_model(model, photos, tmp_path, monkey
     result = run_cli(str(photos["photo"]), "--model", str(model), "--no-detect", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["faces"][0]["box"] == [0, 0, 512, 512]
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGEFER_MODEL", str(tmp_path / "no-model-here"))
     result = run_cli(str(photos["photo"]))
     assert result.exit_code == 1
-    assert str(DEFAULT_MODEL) in result.stderr and "--model" in result.stderr
+    assert "no-model-here" in result.stderr and "--model" in result.stderr
 
 
 def test_missing_model_file_is_a_model_error(tmp_path):
@@ -347,7 +347,7 @@ def test_missing_model_file_is_a_model_error(tmp_path):
 
 
 @pytest.mark.skipif(not SHIPPED.exists(),
-                    reason=f"needs the shipped model {DEFAULT_MODEL} (exported after training)")
+                    reason=f"needs the shipped model {SHIPPED} (exported after training)")
 def test_shipped_model_says_astronaut_is_happy(astronaut):
     (face,) = Recognizer.from_file(SHIPPED).recognize(astronaut)
     assert face.label == "happy", face.to_dict()

@@ -12,26 +12,9 @@ from pathlib import Path
 
 from edgefer.bench.results import BenchResult, Status
 from edgefer.bench.runner import ModelSpec
-from edgefer.errors import EdgeferError, EngineMissingError, ModelError
+from edgefer.errors import EdgeferError, EngineMissingError
 
-SHIPPED_NAME = "edgefer-mnv3s"
 ENGINE_OF_TARGET = {"tflite": "litert", "onnx": "onnxruntime", "openvino": "openvino"}
-
-
-def shipped_model() -> Path:
-    """The shipped Keras model: ``$EDGEFER_MODEL``, ``./models/edgefer-mnv3s``, the
-    checkout edgefer runs from, or the copy inside the installed package."""
-    from edgefer.model.store import is_model_dir
-
-    here = Path(__file__).resolve().parents[1]
-    candidates = [Path(os.environ["EDGEFER_MODEL"])] if os.environ.get("EDGEFER_MODEL") else []
-    candidates += [Path("models") / SHIPPED_NAME, here.parent / "models" / SHIPPED_NAME,
-                   here / "models" / SHIPPED_NAME]
-    for candidate in candidates:
-        if is_model_dir(candidate):
-            return candidate
-    raise ModelError(f"the shipped model {SHIPPED_NAME} was not found (looked in "
-                     f"{', '.join(str(c) for c in candidates)}); give its folder as MODEL")
 
 
 def export_matrix(model_dir: str | os.PathLike, out_dir: str | os.PathLike,

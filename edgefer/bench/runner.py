@@ -330,9 +330,20 @@ def find_reference(models: Sequence[ModelSpec]) -> ModelSpec | None:
         if spec.path.is_dir():
             return replace(spec, role=Role.REFERENCE)
     for spec in own:
-        if spec.precision == "fp32":
+        if (spec.precision or _recorded_precision(spec.path)) == "fp32":
             return replace(spec, role=Role.REFERENCE)
     return None
+
+
+def _recorded_precision(path: Path) -> str:
+    """The precision an edgefer file records, "" when it records none or cannot be read."""
+    from edgefer.artifacts import read_info
+
+    try:
+        info = read_info(path)
+    except EdgeferError:
+        return ""
+    return info.precision if info else ""
 
 
 def env_threads() -> tuple[int, ...]:

@@ -10,26 +10,15 @@ from pathlib import Path
 
 import cv2
 
-from edgefer.errors import EdgeferError, ModelError
+from edgefer.errors import EdgeferError
 from edgefer.predict.annotate import draw_faces, write_image
 from edgefer.predict.inputs import Input, Kind, expand_inputs, read_image, resolve_unknown
 from edgefer.predict.recognizer import Face, Recognizer
 from edgefer.predict.video import FrameResult, VideoSummary, run_video
 
-DEFAULT_MODEL = Path("models/edgefer-mnv3s/edgefer-mnv3s-int8.tflite")
-
 
 class PredictFailed(EdgeferError):
     """Some inputs could not be read (each was reported as it failed)."""
-
-
-def default_model() -> Path:
-    """The shipped INT8 model, or a ModelError saying to pass --model."""
-    if DEFAULT_MODEL.exists():
-        return DEFAULT_MODEL
-    raise ModelError(f"no --model given and the default model {DEFAULT_MODEL} is not here "
-                     "(run from the edgefer repository, or pass --model FILE: a .tflite, "
-                     ".onnx, .xml or edgefer model folder)")
 
 
 @dataclass(frozen=True)
