@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from edgefer.labels import CLASS_NAMES
+from edgefer.shipped import SHIPPED_INT8, SHIPPED_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -36,6 +39,7 @@ def runtime_venv(tmp_path_factory) -> Path:
     (source / "README.md").write_text(readme.read_text() if readme.exists() else "edgefer\n")
     shutil.copytree(ROOT / "edgefer", source / "edgefer",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "models", source / "models")  # packaged as the default model
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], 300)
     python = venv / "bin" / "python"
@@ -76,3 +80,9 @@ def test_runtime_only_install_benchmarks_without_tensorflow(runtime_venv, tiny_t
                  str(tiny_tflite), "--no-detect", "--json"], 300, cwd=tmp_path, env=env)
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines and all(line.get("type") != "error" for line in lines), done.stdout
+    # without --model: the shipped INT8 model that the install carries, found from any folder
+    if (ROOT / "models" / SHIPPED_NAME / SHIPPED_INT8).exists():
+        done = _run([str(runtime_venv / "bin" / "edgefer"), "predict", str(face), "--no-detect",
+                     "--json"], 300, cwd=tmp_path, env={**env, "EDGEFER_MODEL": ""})
+        (line,) = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+        assert line["faces"][0]["label"] in CLASS_NAMES, line
