@@ -18,6 +18,7 @@ import numpy as np
 from edgefer.data import FerSplit, load_split
 from edgefer.errors import DataError
 from edgefer.labels import CLASS_NAMES
+from edgefer.outputs import write_text_atomic
 from edgefer.preprocess import Preprocess
 
 MANIFEST_VERSION = 1
@@ -88,12 +89,7 @@ class Manifest:
             raise DataError(f"{path}: malformed calibration manifest ({exc})") from exc
 
     def write(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, self.to_json())
 
 
 def build_manifest(source: str | os.PathLike, size: int = 500, seed: int = 0,

@@ -20,10 +20,24 @@ def friendly(func):
         try:
             return func(*args, **kwargs)
         except EdgeferError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_one_line(str(exc))) from exc
+        except OSError as exc:  # a disk or folder problem edgefer did not foresee
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
         except KeyboardInterrupt:
             raise click.ClickException("interrupted") from None
     return wrapper
+
+
+def _one_line(message: str, limit: int = 400) -> str:
+    """Engines' own messages can run to many lines: keep one, whitespace collapsed."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _say_if_replacing(path: Path) -> None:
+    if path.exists():
+        click.echo(f"note: replacing the existing {path}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -79,9 +93,13 @@ def calibrate() -> None:
 def calibrate_build(data_path: Path | None, size: int, seed: int, out: Path | None) -> None:
     """Draw a class-stratified, deterministic subset of the training split."""
     from edgefer.calibration import build_manifest, default_manifest_name
+    from edgefer.outputs import check_writable
 
+    target = check_writable(out or Path("calibration") / default_manifest_name(size, seed),
+                            folder=False)
     manifest = build_manifest(_data_or_default(data_path), size=size, seed=seed)
-    path = manifest.write(out or Path("calibration") / default_manifest_name(size, seed))
+    _say_if_replacing(target)
+    path = manifest.write(target)
     counts = ", ".join(f"{k} {v}" for k, v in manifest.class_counts.items())
     click.echo(f"wrote {path}: {len(manifest.ids)} images ({counts})")
 
@@ -147,11 +165,13 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
 
     Every stage checkpoints each epoch; run the same command again to resume.
     """
+    from edgefer.outputs import check_writable
     from edgefer.train.config import load_config
     from edgefer.train.run import Trainer
 
     options = {key.replace("__", "."): value for key, value in options.items()}
     config = load_config(config_path, data=data_path, **options)
+    check_writable(config.run_dir, folder=True)
     summary = Trainer(config, log=click.echo).run()
     click.echo(json.dumps(summary["publictest_accuracy_keras"]))
 
@@ -197,8 +217,10 @@ def export(model_path: Path | None, target: str, precision: str, data_path: Path
     """
     from edgefer.datasets import default_data_path
     from edgefer.export import export_all, plan
+    from edgefer.outputs import check_writable
     from edgefer.shipped import shipped_model
 
+    check_writable(out_dir, folder=True)
     source = model_path or shipped_model()
     data = data_path or default_data_path()
     if data is None:
@@ -391,11 +413,17 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
     from edgefer.bench.measure import MeasureOptions
     from edgefer.datasets import default_data_path
     from edgefer.errors import ConfigError, DataError
+    from edgefer.outputs import check_writable
 
     data = data_path or default_data_path()
     if data is not None and not data.exists():
         raise DataError(f"FER2013 not found at {data}")
     specs = [runner.ModelSpec(p) for p in runner.existing(models)]
+    runner.existing([reference] if reference else [])
+    for path, folder in ((json_path, False), (report_dir, True),
+                         (exports_dir if export_all else None, True)):
+        if path is not None:
+            check_writable(path, folder=folder)
     failed_exports = []
     if export_all:
         from edgefer.bench.exports import export_count, export_matrix
@@ -437,6 +465,7 @@ def _emit_run(run, json_path: Path | None, report_dir: Path | None) -> None:
     for note in run.notes:
         click.echo(f"note: {note}", err=True)
     if json_path:
+        _say_if_replacing(json_path)
         click.echo(f"wrote {write_json(run, json_path)}")
     if report_dir:
         written = write_report(run, report_dir)
@@ -520,10 +549,13 @@ def predict(inputs: tuple[str, ...], model_path: Path | None, out: Path | None,
     """
     import cv2
 
+    from edgefer.outputs import check_writable
     from edgefer.predict.recognizer import DetectMode, Recognizer, RecognizerOptions
     from edgefer.predict.run import predict_all
     from edgefer.shipped import shipped_int8
 
+    if out is not None:
+        check_writable(out, folder=True)
     cv2.setNumThreads(threads)
     mode = DetectMode.AUTO if detect is None else (
         DetectMode.ALWAYS if detect else DetectMode.NEVER)

@@ -48,3 +48,7 @@ class BenchFailedError(EdgeferError):
 
 class BudgetError(EdgeferError):
     """A benchmark result missed a release budget."""
+
+
+class OutputError(EdgeferError):
+    """An output file or folder cannot be written where the user asked."""

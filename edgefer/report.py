@@ -6,6 +6,7 @@ The only module that turns ``BenchRun``/``BenchResult`` into text or images.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from edgefer.bench.results import BenchResult, BenchRun, Status
 from edgefer.errors import ConfigError
+from edgefer.outputs import write_text_atomic
 
 JSON_NAME = "bench.json"
 CSV_NAME = "bench.csv"
@@ -30,10 +32,7 @@ CSV_COLUMNS = (
 # --- files ---------------------------------------------------------------------------
 
 def write_json(run: BenchRun, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run.to_dict(), indent=1) + "\n")
-    return path
+    return write_text_atomic(path, json.dumps(run.to_dict(), indent=1) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> BenchRun:
@@ -69,14 +68,12 @@ def csv_row(result: BenchResult) -> dict[str, object]:
 
 
 def write_csv(run: BenchRun, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for result in run.results:
-            writer.writerow(csv_row(result))
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for result in run.results:
+        writer.writerow(csv_row(result))
+    return write_text_atomic(path, text.getvalue())
 
 
 def write_report(run: BenchRun, folder: str | os.PathLike) -> list[Path]:
@@ -84,9 +81,8 @@ def write_report(run: BenchRun, folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     written = [write_json(run, folder / JSON_NAME), write_csv(run, folder / CSV_NAME)]
     images = write_plots(run, folder / IMAGE_DIR)
-    page = folder / MARKDOWN_NAME
-    page.write_text(markdown(run, {k: p.relative_to(folder).as_posix()
-                                   for k, p in images.items()}))
+    page = write_text_atomic(folder / MARKDOWN_NAME, markdown(
+        run, {k: p.relative_to(folder).as_posix() for k, p in images.items()}))
     return [*written, page, *images.values()]
 
 

@@ -56,3 +56,13 @@ def test_openvino_sparsity_and_inputs(tmp_path):
     assert found.weight_sparsity == pytest.approx(0.5)
     assert found.float_ops == {}  # its input is fake-quantized, through a Reshape
     assert found.inputs[0].dtype == "float32" and found.inputs[0].shape == (1, 4, 8, 8)
+
+
+def test_a_model_folder_is_named_as_such_not_missing(tmp_path):
+    from edgefer.errors import ModelError
+    from edgefer.export.inspect import inspect_model
+
+    with pytest.raises(ModelError, match="is a folder: inspect reads an exported file"):
+        inspect_model(tmp_path)
+    with pytest.raises(ModelError, match="model not found"):
+        inspect_model(tmp_path / "nope.tflite")

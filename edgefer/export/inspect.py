@@ -38,6 +38,9 @@ class Inspection:
 
 def inspect_model(path: str | os.PathLike) -> Inspection:
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder: inspect reads an exported file (.tflite, .onnx "
+                         f"or .xml); make one with: edgefer export --model {path}")
     if not path.is_file():
         raise ModelError(f"model not found: {path}")
     from edgefer.artifacts import read_info
