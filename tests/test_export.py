@@ -118,14 +118,30 @@ def test_calibration_manifest_for_other_data(tiny_model_dirs, synthetic_fer, tmp
 
     from edgefer.calibration import build_manifest
     from edgefer.errors import DataError
-    from edgefer.export import export_model, load_source
+    from edgefer.export import load_source
     from edgefer.labels import CLASS_NAMES
 
     manifest = build_manifest(synthetic_fer, 14, 0).write(tmp_path / "m.json")
     other = write_image_folder(tmp_path / "other", {n: (3, 1) for n in CLASS_NAMES}, seed=5)
-    loaded = load_source(tiny_model_dirs["float"], other, manifest)
-    with pytest.raises(DataError, match="differ"):
-        export_model(loaded, ExportOptions("tflite", "int8"), tmp_path / "out", other)
+    with pytest.raises(DataError, match="differ"):  # at load, before any conversion
+        load_source(tiny_model_dirs["float"], other, manifest)
+    with pytest.raises(ConfigError, match="needs the FER2013 images it names"):
+        load_source(tiny_model_dirs["float"], None, manifest)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_option_is_checked_before_the_model_loads(monkeypatch, tmp_path):
+    from edgefer import export
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded the model before checking the options")
+
+    monkeypatch.setattr(export, "load_source", never)
+    pairs = [("tflite", "fp32"), ("onnx", "dynamic")]
+    with pytest.raises(ConfigError, match="onnx cannot export dynamic"):
+        list(export.export_all(tmp_path, pairs, tmp_path))
+    with pytest.raises(ConfigError, match="max drop must be above 0"):
+        list(export.export_all(tmp_path, [("openvino", "int8")], tmp_path, max_drop=-1))
 
 
 def _inspect(path) -> dict:

@@ -49,8 +49,9 @@ def plan(targets: str, precisions: str) -> list[tuple[Target, Precision]]:
 
 def export_all(model_path, pairs, out_dir, data=None, calib=None, progress=None, **options):
     """Export one model to several (target, precision) pairs; yields ExportResults."""
-    loaded = load_source(model_path, data, calib)
-    for target, precision in pairs:
+    every = [ExportOptions(target, precision, **options) for target, precision in pairs]
+    loaded = load_source(model_path, data, calib)  # only after every option is known good
+    for chosen in every:
         if progress:
-            progress(target, precision)
-        yield export_model(loaded, ExportOptions(target, precision, **options), out_dir, data)
+            progress(chosen.target, chosen.precision)
+        yield export_model(loaded, chosen, out_dir, data)

@@ -108,6 +108,9 @@ class ExportOptions:
             raise ConfigError(f"{target.value} cannot export {precision.value}; it can do {can}")
         if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"min agreement must be 0..1, got {self.min_agreement}")
+        if self.max_drop is not None and not 0.0 < self.max_drop < 1.0:
+            raise ConfigError(f"max drop must be above 0 and below 1 (0.01 = 1 point of "
+                              f"top-1), got {self.max_drop}")
         if self.parity_images < 1:
             raise ConfigError("parity needs at least one image")
 

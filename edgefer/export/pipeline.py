@@ -19,7 +19,7 @@ import numpy as np
 from edgefer import __version__
 from edgefer.artifacts import METADATA_KEY, tflite_with_metadata
 from edgefer.calibration import CalibrationSet, choose_subset
-from edgefer.errors import ExportError
+from edgefer.errors import ConfigError, ExportError
 from edgefer.export.convert import EXPORTERS, Source, int8_from_qat
 from edgefer.export.options import ExportOptions, Precision, Target
 from edgefer.export.parity import Parity, compare
@@ -60,6 +60,11 @@ def load_source(model_path: str | os.PathLike, data: Path | None = None,
     source = Source(model, twin, stage.quantized, shape,
                     calibration=_calibration_loader(calib_manifest, data, info),
                     validation=_validation_loader(data, info))
+    if calib_manifest is not None:  # asked for by name: check it now, not after conversions
+        if source.calibration is None:
+            raise ConfigError(f"--calib {calib_manifest} needs the FER2013 images it names: "
+                              "give --data PATH or set EDGEFER_FER2013")
+        source.calibration()
     return LoadedModel(Path(model_path), info.name, source, info, weights_sha256(model_path))
 
 
