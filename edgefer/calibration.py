@@ -125,8 +125,9 @@ class CalibrationSet:
         subset = data.subset(np.array([position[i] for i in manifest.ids]))
         if subset.content_sha256() != manifest.subset_sha256:
             raise DataError(f"the data at {source} differ from the data the manifest "
-                            f"{manifest_path} was built from: same file names, other "
-                            f"pixels or labels (hash mismatch)")
+                            f"{manifest_path} was built from, or the manifest was edited: "
+                            "the images it names do not hash as they did (other pixels, "
+                            "labels or images)")
         return cls(subset.images, preprocess)
 
     def __len__(self) -> int:

@@ -124,7 +124,8 @@ def _data_or_default(path: Path | None) -> Path:
 
     found = path or default_data_path()
     if found is None:
-        raise DataError("no FER2013 given: use --data PATH or set EDGEFER_FER2013")
+        raise DataError("no FER2013 given or found (looked for $EDGEFER_FER2013, "
+                        "../shared/fer2013, ./fer2013 and ./fer2013.csv): use --data PATH")
     return found
 
 

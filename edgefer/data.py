@@ -95,6 +95,19 @@ def is_csv(path: Path) -> bool:
     return path.name.endswith((".csv", ".csv.gz"))
 
 
+def _resolve(source: str | os.PathLike) -> Path:
+    """The source itself, or the fer2013.csv inside a folder that has no split folders
+    (the way the Kaggle download unpacks)."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"FER2013 not found at {path}")
+    if path.is_dir() and not any(_split_dir(path, s) for s in _FOLDER_NAMES):
+        for name in ("fer2013.csv", "fer2013.csv.gz"):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
 def load_split(source: str | os.PathLike, split: str, *, skip_bad: bool = False,
                use_cache: bool = True) -> FerSplit:
     """Read one split from a FER2013 CSV file or image-folder root.
@@ -102,10 +115,8 @@ def load_split(source: str | os.PathLike, split: str, *, skip_bad: bool = False,
     Bad images raise :class:`DataError` naming the file (or CSV line) unless
     ``skip_bad``, which drops them and records each in ``FerSplit.problems``.
     """
-    path = Path(source)
+    path = _resolve(source)
     name = canonical_split(split)
-    if not path.exists():
-        raise DataError(f"FER2013 not found at {path}")
     key = _cache_key(path, name, skip_bad) if use_cache else None
     cached = _cache_read(key) if key else None
     if cached is not None:
@@ -119,9 +130,7 @@ def load_split(source: str | os.PathLike, split: str, *, skip_bad: bool = False,
 
 def available_splits(source: str | os.PathLike) -> list[str]:
     """The canonical names of the splits present in a source."""
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"FER2013 not found at {path}")
+    path = _resolve(source)
     if is_csv(path):
         usages = {row[2] for _, row in _csv_rows(path) if len(row) > 2}
         return [s for s, u in _CSV_USAGE.items() if u in usages] or ["train"]
@@ -167,7 +176,8 @@ def _read_folder(root: Path, split: str, skip_bad: bool) -> FerSplit:
         problem = _check_image(rel, image)
         if problem and problem.kind != "blank":
             if not skip_bad:
-                raise DataError(f"{file}: {problem.detail} (use --skip-bad to skip such files)")
+                raise DataError(f"{file}: {problem.detail} (fix or remove it; `edgefer data "
+                                f"info {root} --skip-bad` lists every such file)")
             problems.append(problem)
             continue
         if problem:
@@ -261,7 +271,8 @@ def _read_csv(path: Path, split: str, skip_bad: bool) -> FerSplit:
             label, image = _parse_row(path, line, row)
         except DataError as exc:
             if not skip_bad:
-                raise DataError(f"{exc} (use --skip-bad to skip such rows)") from None
+                raise DataError(f"{exc} (fix or remove it; `edgefer data info {path} "
+                                "--skip-bad` lists every such row)") from None
             problems.append(Problem(where, "bad_row", str(exc).split(": ", 1)[-1]))
             continue
         problem = _check_image(where, image)

@@ -27,6 +27,14 @@ def test_folder_and_csv_give_the_same_split(synthetic_fer, tmp_path):
     assert np.array_equal(from_folder.images[order], from_csv.images[order_csv])
 
 
+def test_a_folder_holding_fer2013_csv_is_read_as_the_csv(synthetic_fer, tmp_path):
+    write_csv_from_folder(synthetic_fer, tmp_path / "fer2013.csv")  # the Kaggle layout
+    assert load_split(tmp_path, "train").class_counts() == \
+        load_split(synthetic_fer, "train").class_counts()
+    result = CliRunner().invoke(main, ["data", "info", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+
+
 def test_gzipped_csv(synthetic_fer, tmp_path):
     csv_path = write_csv_from_folder(synthetic_fer, tmp_path / "fer2013.csv")
     gz = tmp_path / "fer2013.csv.gz"
@@ -136,7 +144,7 @@ def test_corrupt_image_is_named_and_skippable(tmp_path):
     write_image_folder(tmp_path, {n: (2, 1) for n in CLASS_NAMES})
     bad = tmp_path / "train" / "fear" / "Training_broken.png"
     bad.write_bytes(b"\x89PNG not really")
-    with pytest.raises(DataError, match=r"Training_broken\.png"):
+    with pytest.raises(DataError, match=r"Training_broken\.png.*data info .* --skip-bad"):
         load_split(tmp_path, "train")
     split = load_split(tmp_path, "train", skip_bad=True)
     assert len(split) == 14
