@@ -17,11 +17,21 @@ import pytest
 from click.testing import CliRunner
 
 from edgefer.cli import main
-from edgefer.errors import ModelError
+from edgefer.errors import DataError, ModelError
 from edgefer.labels import CLASS_NAMES
-from edgefer.predict import Box, Detection, DetectMode, Recognizer, RecognizerOptions
+from edgefer.predict import (
+    Box,
+    Detection,
+    DetectMode,
+    ImageTooSmall,
+    Recognizer,
+    RecognizerOptions,
+)
+from edgefer.predict.annotate import PartialFile
 from edgefer.predict.detect import face_crop, parse_yunet, pick_eye_pair
 from edgefer.predict.inputs import Kind, expand_inputs
+from edgefer.predict.run import predict_all
+from edgefer.predict.video import VideoWriter, run_video
 from edgefer.shipped import SHIPPED_INT8, SHIPPED_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,6 +125,24 @@ def run_cli(*args: str):
     return CliRunner().invoke(main, ["predict", *args])
 
 
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10) -> Path:
+    """A test video from BGR frames (mp4v for .mp4, MJPG otherwise)."""
+    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG"))
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+    if not writer.isOpened():
+        pytest.skip(f"this OpenCV cannot write {path.suffix} videos")
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def files_in(folder: Path) -> list[str]:
+    """Every file under ``folder`` (dot-named temp files included), relative, sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 # --- pure pieces -------------------------------------------------------------------
 
 def test_box_iou_and_grow():
@@ -175,6 +203,34 @@ def test_expand_inputs(photos, tmp_path, monkeypatch):
     assert "missing.jpg" in problems[0].message
 
 
+def test_partial_file_commits_or_discards(tmp_path):
+    target = tmp_path / "sub" / "result.csv"
+    with PartialFile(target) as partial:
+        partial.tmp.write_text("whole")
+        assert partial.tmp.name == ".result.partial.csv"
+    assert target.read_text() == "whole"
+    assert files_in(tmp_path) == ["sub/result.csv"]
+    for error in (KeyboardInterrupt, DataError):
+        with pytest.raises(error), PartialFile(tmp_path / "other.png") as partial:
+            partial.tmp.write_text("half")
+            raise error()
+        assert files_in(tmp_path) == ["sub/result.csv"]
+
+
+def test_video_writer_discards_on_interrupt(tmp_path):
+    frame = np.zeros((64, 64, 3), np.uint8)
+    with VideoWriter(tmp_path / "kept.mp4", 10, (64, 64)) as writer:
+        writer.write(frame)
+    kept = writer.path
+    with pytest.raises(KeyboardInterrupt), VideoWriter(tmp_path / "cut.mp4", 10,
+                                                       (64, 64)) as writer:
+        writer.write(frame)
+        assert writer._partial.tmp.exists()
+        raise KeyboardInterrupt
+    assert files_in(tmp_path) == [kept.name]
+    assert writer.close() is None  # closing again does nothing
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError):
         RecognizerOptions(detect="sometimes")
@@ -224,6 +280,24 @@ def test_no_detect_takes_whole_image(model, astronaut):
                                  detector=NoDetector())
     (face,) = whole.recognize(astronaut)
     assert face.box == Box(0, 0, 512, 512)
+
+
+def test_tiny_images_are_too_small_not_a_face(model):
+    """Nothing below half the model's input side (24 px) is taken as a face, in any mode;
+    24 px and the model's own 48 px still are."""
+    for detect in DetectMode:
+        recognizer = Recognizer.from_file(model, options=RecognizerOptions(detect=detect),
+                                          detector=NoDetector())
+        assert recognizer.min_side == 24
+        for shape in ((1, 1), (10, 10), (23, 23), (10, 300)):
+            with pytest.raises(ImageTooSmall, match=r"too small for a face \(\d+x\d+ px; "
+                                                    r"need at least 24 px\)"):
+                recognizer.recognize(np.full(shape, 128, np.uint8))
+        if detect is not DetectMode.ALWAYS:
+            for side in (24, 48):
+                (face,) = recognizer.recognize(np.full((side, side), 128, np.uint8))
+                assert face.box == Box(0, 0, side, side)
+    assert issubclass(ImageTooSmall, DataError)
 
 
 def test_keras_folder_and_tflite_agree_on_boxes(exports, astronaut):
@@ -329,6 +403,89 @@ def test_cli_video(model, astronaut, tmp_path):
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     capture.release()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_cli_interrupted_video_leaves_no_partial_files(model, astronaut, tmp_path,
+                                                       monkeypatch):
+    """Ctrl-C in the middle of a video: the KeyboardInterrupt goes on up (the CLI says
+    "interrupted", exit 1) and no half-written output stays in --out."""
+    import edgefer.predict.video as video
+
+    face = cv2.resize(astronaut, (240, 240), interpolation=cv2.INTER_AREA)
+    clip = write_video(tmp_path / "clip.mp4", [face] * 12)
+    out = tmp_path / "out"
+    seen: list[list[str]] = []
+    draw = video.draw_faces
+
+    def draw_then_interrupt(*args, **kwargs):
+        seen.append(files_in(out))
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(video, "draw_faces", draw_then_interrupt)
+    recognizer = Recognizer.from_file(model)
+    with pytest.raises(KeyboardInterrupt):
+        run_video(recognizer, clip, out_stem=out / "clip")
+    assert seen[-1] == [".clip.annotated.partial.mp4"]  # the writer had started
+    assert files_in(out) == []
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        predict_all(recognizer, [str(clip)], out=out, echo=lambda _: None)
+    assert files_in(out) == []
+    seen.clear()
+    result = run_cli(str(clip), "--model", str(model), "--out", str(out))
+    assert result.exit_code == 1
+    assert "interrupted" in result.stderr
+    assert files_in(out) == []
+
+
+def test_cli_tiny_images_are_errors(model, photos, tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for name, shape in (("dot.png", (1, 1)), ("ten.png", (10, 10)), ("strip.png", (10, 300)),
+                        ("ok24.png", (24, 24))):
+        cv2.imwrite(str(folder / name), np.full(shape, 128, np.uint8))
+    small_video = write_video(folder / "small.avi", [np.full((16, 16, 3), 90, np.uint8)] * 3)
+    out = tmp_path / "out"
+    result = run_cli(str(folder / "dot.png"), str(folder / "ten.png"), str(folder / "strip.png"),
+                     str(small_video), str(folder / "ok24.png"), str(photos["crop"]),
+                     "--model", str(model), "--out", str(out), "--json")
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["type"], Path(r["input"]).name) for r in records] == [
+        ("error", "dot.png"), ("error", "ten.png"), ("error", "strip.png"),
+        ("error", "small.avi"), ("image", "ok24.png"), ("image", "crop48.png")]
+    assert records[1]["error"] == (f"{folder / 'ten.png'}: too small for a face "
+                                   "(10x10 px; need at least 24 px)")
+    assert "(1x1 px; need at least 24 px)" in records[0]["error"]
+    assert "(300x10 px; need at least 24 px)" in records[2]["error"]
+    assert "(16x16 px; need at least 24 px)" in records[3]["error"]
+    assert records[4]["faces"][0]["box"] == [0, 0, 24, 24]
+    assert records[5]["faces"][0]["box"] == [0, 0, 48, 48]
+    assert "4 of 6 inputs failed" in result.stderr
+    assert files_in(out) == ["crop48.annotated.png", "ok24.annotated.png"]
+    result = run_cli(str(folder / "ten.png"), "--model", str(model), "--no-detect")
+    assert result.exit_code == 1
+    assert "too small for a face (10x10 px" in result.stderr
+    assert "1 face" not in result.stdout
+
+
+def test_cli_broken_detector_model_is_one_model_error(model, photos, tmp_path):
+    broken = tmp_path / "yunet.onnx"
+    broken.write_bytes(b"this is no ONNX model")
+    inputs = [str(photos["photo"]), str(photos["crop"]), str(photos["wall"])]
+    result = run_cli(*inputs, "--model", str(model), "--detector-model", str(broken))
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no input ran
+    assert result.stderr.startswith(f"Error: {broken}: ")
+    assert result.stderr.count("cannot load it as a YuNet model") == 1
+    assert "inputs failed" not in result.stderr
+    recognizer = Recognizer.from_file(model, options=RecognizerOptions(detector_model=broken))
+    ran: list[str] = []
+    with pytest.raises(ModelError, match="YuNet"):
+        predict_all(recognizer, inputs, echo=ran.append, warn=ran.append)
+    assert ran == []
 
 
 def test_cli_no_detect_and_missing_default_model(model, photos, tmp_path, monkeypatch):

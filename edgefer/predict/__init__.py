@@ -1,7 +1,13 @@
 """Face detection, alignment and expression classification on images, videos, cameras."""
 
 from edgefer.predict.detect import Box, Detection, FaceDetector, HaarDetector, YuNetDetector
-from edgefer.predict.recognizer import DetectMode, Face, Recognizer, RecognizerOptions
+from edgefer.predict.recognizer import (
+    DetectMode,
+    Face,
+    ImageTooSmall,
+    Recognizer,
+    RecognizerOptions,
+)
 
 __all__ = ["Box", "DetectMode", "Detection", "Face", "FaceDetector", "HaarDetector",
-           "Recognizer", "RecognizerOptions", "YuNetDetector"]
+           "ImageTooSmall", "Recognizer", "RecognizerOptions", "YuNetDetector"]

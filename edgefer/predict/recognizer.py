@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefer.errors import ConfigError
+from edgefer.errors import ConfigError, DataError
 from edgefer.predict.detect import (
     Box,
     Detection,
@@ -29,6 +29,10 @@ from edgefer.predict.detect import (
 )
 from edgefer.preprocess import ModelInfo
 from edgefer.runtimes import Runtime, RuntimeOptions, load_runtime
+
+
+class ImageTooSmall(DataError):
+    """An image whose shorter side is below Recognizer.min_side: no face fits in it."""
 
 
 class DetectMode(str, Enum):
@@ -134,6 +138,28 @@ class Recognizer:
             self._detector = make_detector(self.options.detector_model, self.options.min_face)
         return self._detector
 
+    @property
+    def min_side(self) -> int:
+        """The shortest image side that can hold a face: half the model's input size (24 px
+        for FER2013's 48). A face crop smaller than that is blown up more than 2x per side
+        into the model, so any answer it gives is made up (and the Haar cascade finds
+        no face below its 24 px window, whatever ``min_face`` says)."""
+        return max(1, self.info.preprocess.size // 2)
+
+    def check_size(self, image: np.ndarray, name: str = "image") -> None:
+        """Raise ImageTooSmall (a DataError naming ``name``) if ``image``'s shorter side is
+        below ``min_side``, whichever detect mode is set."""
+        h, w = image.shape[:2]
+        if min(h, w) < self.min_side:
+            raise ImageTooSmall(f"{name}: too small for a face ({w}x{h} px; need at least "
+                                f"{self.min_side} px)")
+
+    def load_detector(self) -> None:
+        """Load the face detector now unless the detect mode never uses one, so a broken
+        ``detector_model`` is one ModelError before any image is run."""
+        if self.options.detect is not DetectMode.NEVER:
+            _ = self.detector
+
     def takes_whole(self, image: np.ndarray) -> bool:
         """Whether ``image`` is classified whole, as one face crop, without detection."""
         mode = self.options.detect
@@ -142,7 +168,9 @@ class Recognizer:
         return mode is DetectMode.NEVER
 
     def detect(self, image: np.ndarray, near: Box | None = None) -> tuple[Detection, ...]:
-        """Faces found in ``image`` (the whole image for a face crop), largest first."""
+        """Faces found in ``image`` (the whole image for a face crop), largest first;
+        ImageTooSmall for an image too small to hold a face (see ``min_side``)."""
+        self.check_size(image)
         if self.takes_whole(image):
             return (Detection(Box(0, 0, image.shape[1], image.shape[0])),)
         return self.detector.detect(image, near)

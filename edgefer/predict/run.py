@@ -44,6 +44,7 @@ class ImageResult:
 def predict_image(recognizer: Recognizer, item: Input, out: Path | None) -> ImageResult:
     assert item.path is not None
     image = read_image(item.path)
+    recognizer.check_size(image, item.name)
     faces = recognizer.recognize(image)
     output = None
     if out is not None:
@@ -69,7 +70,9 @@ def predict_all(recognizer: Recognizer, args: Iterable[str], out: Path | None = 
                 warn: Callable[[str], None] = print) -> int:
     """Run every input; results go to ``echo`` (JSON lines with ``as_json``), problems to
     ``warn`` as they happen. Raises PredictFailed at the end if any input failed; returns
-    the number of inputs run otherwise."""
+    the number of inputs run otherwise. The face detector is loaded first: a broken
+    detector model is one ModelError, raised before any input runs."""
+    recognizer.load_detector()
     items, problems = expand_inputs(args, skip=out)
     failed = [p.name for p in problems]
     for problem in problems:

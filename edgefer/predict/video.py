@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from edgefer.errors import ConfigError
-from edgefer.predict.annotate import class_color, draw_faces, temp_path, write_bytes
+from edgefer.predict.annotate import PartialFile, class_color, draw_faces, write_bytes
 from edgefer.predict.detect import Detection
 from edgefer.predict.inputs import open_video
 from edgefer.predict.recognizer import Face, Recognizer
@@ -157,19 +157,32 @@ class VideoSummary:
 
 class VideoWriter:
     """Annotated frames to ``path`` (mp4v; MJPG .avi if this OpenCV cannot write mp4),
-    renamed into place only when closed."""
+    written to a PartialFile and renamed into place only by ``close()``. As a context
+    manager it closes (keeps the video) when the block ends normally and discards the
+    partial file on any exception, KeyboardInterrupt included."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self._tmp = path, temp_path(path)
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                       size)
+        self._partial = PartialFile(path).__enter__()
+        self._writer = cv2.VideoWriter(str(self._partial.tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                       fps, size)
         if not self._writer.isOpened():
-            self.path = path.with_suffix(".avi")
-            self._tmp = temp_path(self.path)
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"MJPG"),
-                                           fps, size)
+            self._writer.release()
+            self._partial.discard()
+            self._partial = PartialFile(path.with_suffix(".avi"))
+            self._writer = cv2.VideoWriter(str(self._partial.tmp),
+                                           cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
         self.size = size
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._partial.path
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(keep=exc_type is None)
 
     def write(self, frame: np.ndarray) -> None:
         if (frame.shape[1], frame.shape[0]) != self.size:
@@ -177,11 +190,19 @@ class VideoWriter:
         self._writer.write(frame)
 
     def close(self, keep: bool = True) -> Path | None:
-        self._writer.release()
-        if keep and self._tmp.exists():
-            os.replace(self._tmp, self.path)
-            return self.path
-        self._tmp.unlink(missing_ok=True)
+        """Finish the file and rename it into place (``keep``) or delete it; the video's
+        path, or None when nothing was kept. Closing again does nothing."""
+        if self._closed:
+            return None
+        self._closed = True
+        try:
+            self._writer.release()
+        except BaseException:
+            self._partial.discard()
+            raise
+        if keep and self._partial.tmp.exists():
+            return self._partial.commit()
+        self._partial.discard()
         return None
 
 
@@ -217,36 +238,39 @@ def run_video(recognizer: Recognizer, source: Path | int, every: int = 1,
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     count = with_face = 0
     start = time.perf_counter()
-    try:
-        for index, t, frame in frames(capture, live, max_frames):
-            tracked, full = tracker.step(frame, index)
-            faces = recognizer.classify(frame, tuple(d for _, d in tracked))
-            result = FrameResult(index, t, tuple(TrackedFace(i, f) for (i, _), f
-                                                 in zip(tracked, faces, strict=True)), full)
-            count += 1
-            main = result.main
-            with_face += main is not None
-            if main is not None:
-                labels[main.face.label] += 1
-            timeline.append((t, main.face.probabilities if main else None))
-            rows.extend(csv_rows(result, classes))
-            if out_stem is not None:
-                if writer is None:
-                    writer = VideoWriter(out_stem.with_name(out_stem.name + ".annotated.mp4"),
-                                         fps if 0 < fps < 1000 else 30.0,
-                                         (frame.shape[1], frame.shape[0]))
-                writer.write(draw_faces(frame, faces, [t.track for t in result.faces]))
-            if on_frame is not None:
-                on_frame(result)
-    except KeyboardInterrupt:
-        if not live:
-            raise
-    finally:
-        capture.release()
     outputs: list[Path] = []
-    if writer is not None:
-        written = writer.close()
-        outputs += [written] if written else []
+    with ExitStack() as stack:  # on any exception, the partial video is deleted
+        try:
+            for index, t, frame in frames(capture, live, max_frames):
+                if count == 0:
+                    recognizer.check_size(frame, name)
+                tracked, full = tracker.step(frame, index)
+                faces = recognizer.classify(frame, tuple(d for _, d in tracked))
+                result = FrameResult(index, t, tuple(TrackedFace(i, f) for (i, _), f
+                                                     in zip(tracked, faces, strict=True)), full)
+                count += 1
+                main = result.main
+                with_face += main is not None
+                if main is not None:
+                    labels[main.face.label] += 1
+                timeline.append((t, main.face.probabilities if main else None))
+                rows.extend(csv_rows(result, classes))
+                if out_stem is not None:
+                    if writer is None:
+                        writer = stack.enter_context(VideoWriter(
+                            out_stem.with_name(out_stem.name + ".annotated.mp4"),
+                            fps if 0 < fps < 1000 else 30.0, (frame.shape[1], frame.shape[0])))
+                    writer.write(draw_faces(frame, faces, [t.track for t in result.faces]))
+                if on_frame is not None:
+                    on_frame(result)
+        except KeyboardInterrupt:
+            if not live:
+                raise
+        finally:
+            capture.release()
+        if writer is not None:
+            written = writer.close()
+            outputs += [written] if written else []
     if out_stem is not None:
         outputs.append(write_csv(out_stem.with_name(out_stem.name + ".frames.csv"), rows))
         outputs.append(write_timeline(out_stem.with_name(out_stem.name + ".timeline.png"),
