@@ -27,6 +27,8 @@ def test_shipped_config_parses_and_overrides():
     ({"bogus": 1}, "unknown training option"),
     ({"target_sparsity": 1.5}, "target_sparsity"),
     ({"model.width": 9.0}, "width must be"),
+    ({"limit": 0}, "limit must be at least 1, got 0"),
+    ({"limit": -5}, "limit must be at least 1, got -5"),
 ])
 def test_bad_options(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -53,6 +55,10 @@ def test_init_from_starts_the_float_stage_from_a_trained_model(synthetic_fer, ti
     expected = float_twin(qat_model, config.model)
     for ours, theirs in zip(start.weights, expected.weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_limit_of_one_or_more_is_accepted():
+    assert load_config(None, limit=1).limit == 1 and load_config(None).limit is None
 
 
 def test_focal_loss_option():

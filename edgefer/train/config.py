@@ -98,6 +98,21 @@ class TrainConfig:
             raise ConfigError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be at least 1, got {self.limit}")
+
+    def to_dict(self) -> dict:
+        """Every option as JSON-able values: sections as dicts, enums as their values."""
+        def plain(value):
+            return value.value if isinstance(value, Enum) else value
+
+        record = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _NESTED:
+                value = {g.name: plain(getattr(value, g.name)) for g in fields(value)}
+            record[f.name] = plain(value)
+        return record
 
     @property
     def run_dir(self) -> Path:

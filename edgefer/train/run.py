@@ -1,7 +1,9 @@
 """The training recipe: float -> QAT, and float -> pruning -> pruning-preserving QAT.
 
 Every stage checkpoints each epoch (``BackupAndRestore``) and writes its model and a
-``done.json`` when it ends, so a killed run resumes where it stopped. Model selection
+``done.json`` when it ends, so a killed run resumes where it stopped. The run folder
+records the settings it was made with (``settings.json``); a later run into the same folder
+with other settings stops before training instead of reusing stages. Model selection
 uses a stratified validation slice of the training split; PublicTest is read once, at
 the end, for the report.
 """
@@ -19,9 +21,11 @@ from edgefer import __version__
 from edgefer._tf import keras, tf
 from edgefer.calibration import choose_subset
 from edgefer.data import FerSplit, load_split
+from edgefer.errors import ConfigError
 from edgefer.labels import NUM_CLASSES
 from edgefer.model import qat
 from edgefer.model.store import Stage, build_for_stage, float_twin, load_model, save_model
+from edgefer.outputs import write_text_atomic
 from edgefer.preprocess import ModelInfo, Preprocess
 from edgefer.train.config import ClassWeights, Loss, Optimizer, Schedule, Strategy, TrainConfig
 from edgefer.train.pipeline import make_dataset
@@ -32,6 +36,13 @@ _keras = keras()
 
 # TensorFlow's checkpoint format: HDF5 weights cannot be read back into mirrored variables
 _BEST = "best.ckpt"
+_SETTINGS = "settings.json"
+# Options that only say where the run folder is may differ on resume. Every other option
+# shapes the trained model (hyperparameters, stage epochs, seed, limit, init_from, even the
+# strategy, whose replicas keep their own batch-norm statistics), so none may change: to
+# train with other settings, start a new run. The data path is not compared either: the
+# data is compared by content, so a moved copy of the same images is the same run.
+_FREE_ON_RESUME = frozenset({"name", "out", "data"})
 
 
 def split_train_val(train: FerSplit, fraction: float, seed: int) -> tuple[FerSplit, FerSplit]:
@@ -44,6 +55,35 @@ def _without_blanks(split: FerSplit) -> FerSplit:
     """FER2013 has a few all-black training images: they teach nothing."""
     blank = {p.where for p in split.problems if p.kind == "blank"}
     return split.subset(np.array([i for i, name in enumerate(split.ids) if name not in blank]))
+
+
+def _flat(section: dict, prefix: str = "") -> dict:
+    """{"model": {"width": 1.0}} -> {"model.width": 1.0}"""
+    flat = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def setting_changes(old: dict, new: dict) -> list[str]:
+    """``"epochs 1 -> 2"`` for each result-shaping setting that differs between two records.
+
+    Options only one side knows (another edgefer version's) are not compared.
+    """
+    changes = []
+    old_data, new_data = old.get("data") or {}, new.get("data") or {}
+    if old_data.get("train_sha256", new_data.get("train_sha256")) != new_data.get("train_sha256"):
+        before, after = old_data.get("path"), new_data.get("path")
+        changes.append(f"data {before} -> {after}" if before != after
+                       else f"data at {after} has changed")
+    before, after = _flat(old.get("config") or {}), _flat(new.get("config") or {})
+    for key, value in after.items():
+        if key in before and key not in _FREE_ON_RESUME and before[key] != value:
+            changes.append(f"{key} {before[key]!r} -> {value!r}")
+    return changes
 
 
 def class_weights(labels: np.ndarray, mode: ClassWeights) -> np.ndarray:
@@ -111,8 +151,11 @@ class Trainer:
         self.preprocess = Preprocess(size=config.model.input_size, channels=config.model.channels)
         self.strategy = _strategy(config.strategy)
         _keras.utils.set_random_seed(config.seed)
-        data = _without_blanks(load_split(config.data_path(), "train", skip_bad=True))
-        data = data.limit(config.limit)
+        data_path = config.data_path()
+        full = load_split(data_path, "train", skip_bad=True)
+        self.data_identity = {"path": str(Path(data_path).resolve()),
+                              "train_sha256": full.content_sha256()}
+        data = _without_blanks(full).limit(config.limit)
         self.train, self.val = split_train_val(data, config.val_fraction, config.seed)
         self.log(f"train {len(self.train)} images, validation {len(self.val)} "
                  f"(stratified {config.val_fraction:.0%} of the training split)")
@@ -130,11 +173,47 @@ class Trainer:
         return stages
 
     def run(self) -> dict:
+        self.check_settings()
         results = {}
         for stage, parent, epochs in self.plan():
             results[stage.value] = self.run_stage(stage, parent, epochs)
         final = self.choose_final()
         return self.report(results, final)
+
+    def settings(self) -> dict:
+        """What ``settings.json`` records: the options and the training data's identity."""
+        record = {"edgefer_version": __version__, "config": self.config.to_dict(),
+                  "data": self.data_identity}
+        return json.loads(json.dumps(record))  # as it reads back: lists, floats, None
+
+    def check_settings(self) -> None:
+        """Record the settings in a new run folder; refuse one made with other settings.
+
+        A folder from before settings were recorded resumes unchecked and records the
+        settings of this run from then on.
+        """
+        file = self.dir / _SETTINGS
+        ours = self.settings()
+        try:
+            theirs = json.loads(file.read_text())
+            if not isinstance(theirs, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            if self.dir.is_dir() and any(self.dir.iterdir()):
+                self.log(f"note: {self.dir} records no settings (an older edgefer made it): "
+                         "resuming without checking them")
+            write_text_atomic(file, json.dumps(ours, indent=1) + "\n")
+            return
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {file} ({exc}); pass --name NEW to start a new "
+                              f"run, or delete {self.dir} to start over") from exc
+        changes = setting_changes(theirs, ours)
+        if changes:
+            shown = ", ".join(changes[:4]) + (f" and {len(changes) - 4} more"
+                                              if len(changes) > 4 else "")
+            raise ConfigError(f"{self.dir} was made with other settings ({shown}); pass "
+                              f"--name NEW to start a new run, or delete {self.dir} to "
+                              "start over")
 
     def stage_dir(self, stage: Stage) -> Path:
         return self.dir / stage.value
