@@ -34,23 +34,51 @@ def check_writable(path: str | os.PathLike, *, folder: bool) -> Path:
     return path
 
 
+def temp_path(path: Path) -> Path:
+    """A sibling of ``path`` to write first; it keeps the suffix (OpenCV picks the
+    encoder by it) and starts with a dot so a half-written file is never mistaken."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+class PartialFile:
+    """Where every output file is written before it is whole: ``tmp`` (see temp_path),
+    renamed onto ``path`` by ``commit()``, deleted by ``discard()``. As a context manager
+    it commits when the block ends normally and discards on any exception, Ctrl-C's
+    KeyboardInterrupt included, so no half-written file is ever left behind."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.tmp = temp_path(self.path)
+
+    def __enter__(self) -> PartialFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def commit(self) -> Path:
+        """Rename the temp file onto ``path`` (it is removed if that fails)."""
+        try:
+            os.replace(self.tmp, self.path)
+        finally:
+            self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs are not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with PartialFile(path) as partial:
+        partial.tmp.write_text(text, newline="")
+    return Path(path)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def write_bytes(path: Path, data: bytes) -> None:
+    with PartialFile(path) as partial:
+        partial.tmp.write_bytes(data)

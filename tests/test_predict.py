@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from edgefer.cli import main
 from edgefer.errors import DataError, ModelError
 from edgefer.labels import CLASS_NAMES
+from edgefer.outputs import PartialFile
 from edgefer.predict import (
     Box,
     Detection,
@@ -27,7 +28,6 @@ from edgefer.predict import (
     Recognizer,
     RecognizerOptions,
 )
-from edgefer.predict.annotate import PartialFile
 from edgefer.predict.detect import face_crop, parse_yunet, pick_eye_pair
 from edgefer.predict.inputs import Kind, expand_inputs
 from edgefer.predict.run import predict_all

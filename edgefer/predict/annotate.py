@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from edgefer.errors import DataError
+from edgefer.outputs import write_bytes
 from edgefer.predict.detect import to_bgr
 from edgefer.predict.recognizer import Face
 
@@ -72,44 +73,6 @@ def _label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int,
                 cv2.LINE_AA)
 
 
-def temp_path(path: Path) -> Path:
-    """A sibling of ``path`` to write first; it keeps the suffix (OpenCV picks the
-    encoder by it) and starts with a dot so a half-written file is never mistaken."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
-class PartialFile:
-    """Where every predict output is written before it is whole: ``tmp`` (see temp_path),
-    renamed onto ``path`` by ``commit()``, deleted by ``discard()``. As a context manager
-    it commits when the block ends normally and discards on any exception, Ctrl-C's
-    KeyboardInterrupt included, so no half-written file is ever left behind."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.tmp = temp_path(self.path)
-
-    def __enter__(self) -> PartialFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
-
-    def commit(self) -> Path:
-        """Rename the temp file onto ``path`` (it is removed if that fails)."""
-        try:
-            os.replace(self.tmp, self.path)
-        finally:
-            self.discard()
-        return self.path
-
-    def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
-
-
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Encode ``image`` by ``path``'s suffix and write it atomically (temp, then rename)."""
     path = Path(path)
@@ -118,8 +81,3 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
         raise DataError(f"OpenCV cannot encode an image as {path.suffix!r} for {path}")
     write_bytes(path, data.tobytes())
     return path
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    with PartialFile(path) as partial:
-        partial.tmp.write_bytes(data)

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from edgefer.errors import ConfigError
-from edgefer.predict.annotate import PartialFile, class_color, draw_faces, write_bytes
+from edgefer.outputs import PartialFile, write_bytes
+from edgefer.predict.annotate import class_color, draw_faces
 from edgefer.predict.detect import Detection
 from edgefer.predict.inputs import open_video
 from edgefer.predict.recognizer import Face, Recognizer
