@@ -163,7 +163,8 @@ class VideoWriter:
     partial file on any exception, KeyboardInterrupt included."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
-        self._partial = PartialFile(path).__enter__()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = PartialFile(path)
         self._writer = cv2.VideoWriter(str(self._partial.tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                        fps, size)
         if not self._writer.isOpened():
