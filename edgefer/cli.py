@@ -95,9 +95,10 @@ def calibrate_build(data_path: Path | None, size: int, seed: int, out: Path | No
     from edgefer.calibration import build_manifest, default_manifest_name
     from edgefer.outputs import check_writable
 
+    data = _data_or_default(data_path)
     target = check_writable(out or Path("calibration") / default_manifest_name(size, seed),
-                            folder=False)
-    manifest = build_manifest(_data_or_default(data_path), size=size, seed=seed)
+                            folder=False, inputs=[data])
+    manifest = build_manifest(data, size=size, seed=seed)
     _say_if_replacing(target)
     path = manifest.write(target)
     counts = ", ".join(f"{k} {v}" for k, v in manifest.class_counts.items())
@@ -172,7 +173,8 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
 
     options = {key.replace("__", "."): value for key, value in options.items()}
     config = load_config(config_path, data=data_path, **options)
-    check_writable(config.run_dir, folder=True)
+    check_writable(config.run_dir, folder=True,
+                   inputs=[config_path, config.data or None, config.init_from or None])
     summary = Trainer(config, log=click.echo).run()
     click.echo(json.dumps(summary["publictest_accuracy_keras"]))
 
@@ -221,8 +223,8 @@ def export(model_path: Path | None, target: str, precision: str, data_path: Path
     from edgefer.outputs import check_writable
     from edgefer.shipped import shipped_model
 
-    check_writable(out_dir, folder=True)
     source = model_path or shipped_model()
+    check_writable(out_dir, folder=True, inputs=[source, calib, data_path])
     data = data_path or default_data_path()
     if data is None:
         click.echo("note: no FER2013 found; parity is checked on random faces", err=True)
@@ -356,6 +358,7 @@ def bench(models: tuple[Path, ...], export_mode: str, on_target: str | None,
     if on_target:
         from edgefer.edge.device_bench import DeviceBench, bench_on_device
 
+        _check_outputs(list(models), options["json_path"], options["report_dir"])
         run = bench_on_device(models, on_target, profile, DeviceBench(
             threads=options["threads"], batches=options["batches"] if batch_given else None,
             device=options["device"], warmup=options["warmup"], min_runs=options["min_runs"],
@@ -414,17 +417,14 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
     from edgefer.bench.measure import MeasureOptions
     from edgefer.datasets import default_data_path
     from edgefer.errors import ConfigError, DataError
-    from edgefer.outputs import check_writable
 
     data = data_path or default_data_path()
     if data is not None and not data.exists():
         raise DataError(f"FER2013 not found at {data}")
     specs = [runner.ModelSpec(p) for p in runner.existing(models)]
     runner.existing([reference] if reference else [])
-    for path, folder in ((json_path, False), (report_dir, True),
-                         (exports_dir if export_all else None, True)):
-        if path is not None:
-            check_writable(path, folder=folder)
+    _check_outputs([*models, reference, *baselines, data], json_path, report_dir,
+                   exports_dir if export_all else None)
     failed_exports = []
     if export_all:
         from edgefer.bench.exports import export_count, export_matrix
@@ -454,6 +454,16 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
         run = runner.run_plan(plan, step)
     _emit_run(run, json_path, report_dir)
     return run
+
+
+def _check_outputs(inputs: list, json_path: Path | None, report_dir: Path | None,
+                   exports_dir: Path | None = None) -> None:
+    """bench's output paths, checked before measuring; none may replace an input."""
+    from edgefer.outputs import check_writable
+
+    for path, folder in ((json_path, False), (report_dir, True), (exports_dir, True)):
+        if path is not None:
+            check_writable(path, folder=folder, inputs=inputs)
 
 
 def _emit_run(run, json_path: Path | None, report_dir: Path | None) -> None:
@@ -556,7 +566,7 @@ def predict(inputs: tuple[str, ...], model_path: Path | None, out: Path | None,
     from edgefer.shipped import shipped_int8
 
     if out is not None:
-        check_writable(out, folder=True)
+        check_writable(out, folder=True, inputs=[model_path, detector_model, *inputs])
     cv2.setNumThreads(threads)
     mode = DetectMode.AUTO if detect is None else (
         DetectMode.ALWAYS if detect else DetectMode.NEVER)

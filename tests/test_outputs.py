@@ -76,3 +76,99 @@ def test_an_unforeseen_os_error_is_one_line(tmp_path, monkeypatch):
                                        "--out", str(tmp_path / "c.json")])
     assert result.exit_code == 1
     assert "No space left on device" in result.output and "Traceback" not in result.output
+
+
+# --- what an output may replace: a regular file that is not an input (issue 16, item 1) ---
+
+def _special_files(tmp_path):
+    import socket
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock.json"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    specials = {"a FIFO": fifo, "a socket": sock_path}
+    try:  # a private twin of /dev/null (root only): the real one is never put at risk
+        os.mknod(tmp_path / "null.json", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        specials["a character device"] = tmp_path / "null.json"
+    except PermissionError:
+        pass
+    return specials, sock
+
+
+def test_devices_fifos_and_sockets_are_never_replaced(tmp_path):
+    specials, sock = _special_files(tmp_path)
+    try:
+        for kind, path in specials.items():
+            before = os.stat(path).st_mode
+            with pytest.raises(OutputError, match=f"it is {kind}; an output replaces only"):
+                check_writable(path, folder=False)
+            with pytest.raises(OutputError, match=kind):
+                write_text_atomic(path, "{}\n")
+            assert os.stat(path).st_mode == before  # still the device, FIFO or socket
+        assert not list(tmp_path.glob(".*partial*"))
+    finally:
+        sock.close()
+
+
+def test_a_symlink_is_written_through_to_its_file(tmp_path):
+    real = tmp_path / "results" / "latest.json"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert check_writable(link, folder=False) == link
+    write_text_atomic(link, "new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["latest.json"]
+
+
+def test_a_symlink_to_nothing_or_to_a_device_is_refused(tmp_path):
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "missing.json")
+    os.mkfifo(tmp_path / "fifo")
+    to_fifo = tmp_path / "fifo.json"
+    to_fifo.symlink_to(tmp_path / "fifo")
+    with pytest.raises(OutputError, match=r"symlink to .*missing\.json, which does not exist"):
+        check_writable(dangling, folder=False)
+    with pytest.raises(OutputError, match=r"a symlink to .*fifo.*it is a FIFO"):
+        write_text_atomic(to_fifo, "x")
+    assert not (tmp_path / "missing.json").exists() and to_fifo.is_symlink()
+    assert stat.S_ISFIFO(os.stat(tmp_path / "fifo").st_mode)
+
+
+def test_bench_refuses_to_write_its_json_over_its_model(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"model bytes")
+    hard = tmp_path / "hard.json"
+    os.link(model, hard)
+    for out in (model, hard):
+        result = CliRunner().invoke(main, ["bench", str(model), "--json", str(out)])
+        assert result.exit_code == 1, result.output
+        assert "one of this command's inputs" in result.output
+    assert model.read_bytes() == b"model bytes"
+
+
+def test_calibrate_build_refuses_to_write_over_its_data(tmp_path):
+    data = tmp_path / "fer.csv"
+    data.write_text("emotion,pixels,Usage\n")
+    result = CliRunner().invoke(main, ["calibrate", "build", "--data", str(data),
+                                       "--out", str(data)])
+    assert result.exit_code == 1
+    assert "one of this command's inputs" in result.output
+    assert data.read_text() == "emotion,pixels,Usage\n"
+
+
+def test_files_written_later_never_replace_an_input(tmp_path):
+    """A report folder's files are checked when they are written, not only up front."""
+    from edgefer.outputs import protect
+
+    folder = tmp_path / "report"
+    folder.mkdir()
+    model = folder / "bench.json"
+    model.write_text("an input that happens to sit where the report goes\n")
+    protect([model])
+    with pytest.raises(OutputError, match="one of this command's inputs"):
+        write_text_atomic(model, "report\n")
+    assert model.read_text().startswith("an input")

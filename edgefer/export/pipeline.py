@@ -23,6 +23,7 @@ from edgefer.errors import ConfigError, ExportError
 from edgefer.export.convert import EXPORTERS, Source, int8_from_qat
 from edgefer.export.options import ExportOptions, Precision, Target
 from edgefer.export.parity import Parity, compare
+from edgefer.outputs import output_file
 from edgefer.preprocess import ModelInfo
 
 PARITY_SEED = 1
@@ -165,10 +166,11 @@ def _write(artifact, target: Target, info: ModelInfo, path: Path) -> Path:
 def _publish(staging: Path, out_dir: Path) -> int:
     """Move every staged file into place; the main file last. Returns total bytes."""
     files = sorted(staging.iterdir(), key=lambda f: f.suffix in (".xml", ".tflite", ".onnx"))
+    targets = [output_file(out_dir / file.name) for file in files]  # all checked first
     size = 0
-    for file in files:
+    for file, target in zip(files, targets, strict=True):
         size += file.stat().st_size
-        os.replace(file, out_dir / file.name)
+        os.replace(file, target)
     return size
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 
 from edgefer.errors import EdgeferError
+from edgefer.outputs import protect
 from edgefer.predict.annotate import draw_faces, write_image
 from edgefer.predict.inputs import Input, Kind, expand_inputs, read_image, resolve_unknown
 from edgefer.predict.recognizer import Face, Recognizer
@@ -74,6 +75,7 @@ def predict_all(recognizer: Recognizer, args: Iterable[str], out: Path | None = 
     detector model is one ModelError, raised before any input runs."""
     recognizer.load_detector()
     items, problems = expand_inputs(args, skip=out)
+    protect(item.path for item in items)  # no annotated output may replace an input
     failed = [p.name for p in problems]
     for problem in problems:
         _report_error(problem.name, problem.message, as_json, echo, warn)
