@@ -232,9 +232,11 @@ def export(model_path: Path | None, target: str, precision: str, data_path: Path
                          calib, progress=lambda t, p: click.echo(f"exporting {t.value} {p.value}"
                                                                    " ...", err=True),
                          **options)
+    from edgefer.report import size_text
+
     for r in results:
         source = f", INT8 from {r.int8_from}" if r.int8_from else ""
-        click.echo(f"{r.path}  {r.size_bytes / 1e6:.2f} MB  parity {r.parity.agreement:.1%} "
+        click.echo(f"{r.path}  {size_text(r.size_bytes)}  parity {r.parity.agreement:.1%} "
                    f"top-1 agreement, max |dp| {r.parity.max_prob_diff:.3f}{source}")
 
 

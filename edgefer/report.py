@@ -102,10 +102,14 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _size(n: int) -> str:
+def size_text(n: int | None) -> str:
+    """A file size in decimal units, the one way edgefer prints sizes: 1,696,816 bytes is
+    "1.70 MB" (MB = 10^6 bytes, kB = 10^3), "-" for none."""
     if not n:
         return "-"
-    return f"{n / 2**20:.2f} MB" if n >= 2**20 else f"{n / 1024:.0f} kB"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f} MB"
+    return f"{n / 1e3:.0f} kB" if n >= 1000 else f"{n} B"
 
 
 def label(result: BenchResult) -> str:
@@ -150,7 +154,7 @@ def render_table(run: BenchRun, title: str = "edgefer bench"):
     for name, justify in (("model", "left"), ("target", "left"), ("prec", "left"),
                           ("device", "left"), ("thr", "right"), ("batch", "right"),
                           ("status", "left"), ("p50 ms", "right"), ("p90 ms", "right"),
-                          ("p99 ms", "right"), ("img/s", "right"), ("RSS MB", "right"),
+                          ("p99 ms", "right"), ("img/s", "right"), ("RSS MiB", "right"),
                           ("size", "right"), ("gzip", "right"), ("top-1 %", "right"),
                           ("F1 %", "right"), ("agree %", "right")):
         table.add_column(name, justify=justify, no_wrap=name not in ("model", "status"))
@@ -173,7 +177,7 @@ def render_table(run: BenchRun, title: str = "edgefer bench"):
             _ms(lat.p99 if lat else None),
             "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}",
             "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
-            _size(r.size_bytes), _size(r.size_gzip_bytes),
+            size_text(r.size_bytes), size_text(r.size_gzip_bytes),
             _pct(r.accuracy.top1 if r.accuracy else None),
             _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
     if reasons:
@@ -223,12 +227,12 @@ def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
     rows = latency_rows(run)
     out.append(_md_table(
         ("model", "target", "precision", "engine", "device", "threads", "p50 ms", "p90 ms",
-         "p99 ms", "mean ± std ms", "load ms", "first ms", "size", "gzip", "peak RSS MB",
+         "p99 ms", "mean ± std ms", "load ms", "first ms", "size", "gzip", "peak RSS MiB",
          "top-1 %", "macro-F1 %", "agreement %"),
         [(r.model, r.target, r.precision, r.engine, r.device, r.threads, _ms(r.latency_ms.p50),
           _ms(r.latency_ms.p90), _ms(r.latency_ms.p99),
           f"{_ms(r.latency_ms.mean)} ± {_ms(r.latency_ms.std)}", f"{r.latency_ms.load_ms:.0f}",
-          _ms(r.latency_ms.first_ms), _size(r.size_bytes), _size(r.size_gzip_bytes),
+          _ms(r.latency_ms.first_ms), size_text(r.size_bytes), size_text(r.size_gzip_bytes),
           "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
           _pct(r.accuracy.top1 if r.accuracy else None),
           _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
@@ -315,7 +319,7 @@ def plot_pareto(run: BenchRun, path: Path) -> bool:
         return False
     with_acc = all(r.accuracy is not None for r in rows)
     xs = [r.latency_ms.p50 for r in rows]
-    ys = [100 * r.accuracy.top1 if with_acc else r.size_bytes / 2**20 for r in rows]
+    ys = [100 * r.accuracy.top1 if with_acc else r.size_bytes / 1e6 for r in rows]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = {"model": "tab:blue", "reference": "tab:green", "baseline": "tab:red"}
@@ -411,7 +415,8 @@ def render_inspection(found) -> str:
         return f"  {t.name}: {t.dtype} {list(t.shape)}{q}"
 
     lines = [f"{found.path}", f"format     {found.format}", f"precision  {found.precision}",
-             f"size       {_size(found.size_bytes)} ({_size(found.size_gzip_bytes)} gzip)",
+             f"size       {size_text(found.size_bytes)} "
+             f"({size_text(found.size_gzip_bytes)} gzip)",
              f"sparsity   {found.weight_sparsity:.1%} of conv/dense weights are zero",
              "inputs", *map(tensor, found.inputs), "outputs", *map(tensor, found.outputs),
              "ops        " + ", ".join(f"{k} {v}" for k, v in sorted(found.ops.items()))]

@@ -18,8 +18,6 @@ from enum import Enum
 from edgefer.bench.results import BenchResult, Status
 from edgefer.errors import BudgetError, ConfigError
 
-MIB = 1024 * 1024
-
 
 def _latency(name: str) -> Callable[[BenchResult], float | None]:
     return lambda r: getattr(r.latency_ms, name) if r.latency_ms is not None else None
@@ -36,7 +34,7 @@ METRICS: dict[str, Callable[[BenchResult], float | None]] = {
     "mean_ms": _latency("mean"),
     "top1": _accuracy("top1"),
     "macro_f1": _accuracy("macro_f1"),
-    "size_mb": lambda r: r.size_bytes / MIB if r.size_bytes else None,
+    "size_mb": lambda r: r.size_bytes / 1e6 if r.size_bytes else None,  # MB as printed
     "peak_rss_mb": lambda r: r.peak_rss_mb,
     "throughput_ips": lambda r: r.throughput_ips,
     "agreement": lambda r: r.agreement,
