@@ -46,3 +46,32 @@ def test_one_size_format_in_inspect_table_report_and_export(monkeypatch, tmp_pat
     result = CliRunner().invoke(main, ["export", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "1.70 MB" in result.output
+
+
+# --- 13: the README's predict example runs on an [all] install ---------------------------
+
+def _readme_block(heading: str) -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split(heading, 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_predict_example_runs_with_what_all_installs(monkeypatch, tmp_path):
+    import json
+    import shlex
+
+    block = _readme_block("### Predict")
+    assert "skimage" not in block and "python" not in block  # nothing [all] lacks
+    command = next(line for line in block.splitlines() if line.startswith("edgefer predict"))
+    promised = json.loads("".join(line.lstrip("# ") for line in block.splitlines()
+                                  if line.startswith("#")).replace(", ...", ""))
+    args = shlex.split(command)[1:]
+    args[args.index("--out") + 1] = str(tmp_path / "out")
+    monkeypatch.chdir(REPO)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout.splitlines()[-1])
+    assert got["faces"][0]["box"] == promised["faces"][0]["box"]
+    assert got["faces"][0]["label"] == promised["faces"][0]["label"]
+    assert Path(got["output"]).name == Path(promised["output"]).name
+    assert Path(got["output"]).is_file()
