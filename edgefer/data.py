@@ -8,11 +8,13 @@ splits are cached under the user's cache dir, keyed by the source's file listing
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
 import io
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +31,10 @@ _SPLIT_ALIASES = {
     "private": "private", "privatetest": "private",
 }
 _CSV_USAGE = {"train": "Training", "test": "PublicTest", "private": "PrivateTest"}
+_USAGE_SPLIT = {usage.lower(): split for split, usage in _CSV_USAGE.items()}
 _FOLDER_NAMES = {"train": ("train", "Training"), "test": ("test", "PublicTest"),
                  "private": ("private", "PrivateTest")}
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 
 
 def canonical_split(name: str) -> str:
@@ -75,7 +78,7 @@ class FerSplit:
         """Hash of ids, labels and pixels: the same on any machine for the same data."""
         h = hashlib.sha256()
         for i in np.argsort(np.asarray(self.ids, dtype=object), kind="stable"):
-            h.update(self.ids[i].encode())
+            h.update(_bytes(self.ids[i]))
             h.update(int(self.labels[i]).to_bytes(1, "little"))
             h.update(self.images[i].tobytes())
         return h.hexdigest()
@@ -132,8 +135,8 @@ def available_splits(source: str | os.PathLike) -> list[str]:
     """The canonical names of the splits present in a source."""
     path = _resolve(source)
     if is_csv(path):
-        usages = {row[2] for _, row in _csv_rows(path) if len(row) > 2}
-        return [s for s, u in _CSV_USAGE.items() if u in usages] or ["train"]
+        found = {_csv_split(row[2]) for _, row in _csv_rows(path)}
+        return [s for s in _CSV_USAGE if s in found] or ["train"]
     return [s for s in _FOLDER_NAMES if _split_dir(path, s) is not None]
 
 
@@ -166,18 +169,27 @@ def _list_folder(root: Path, split: str) -> list[tuple[Path, int]]:
     return files
 
 
-def _read_folder(root: Path, split: str, skip_bad: bool) -> FerSplit:
-    import cv2
+def _bytes(text: str) -> bytes:
+    """A name as bytes, also one that is not valid UTF-8 (os.walk hands such bytes back
+    as surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
 
+
+def shown(text: str | os.PathLike) -> str:
+    """A path fit to print: bytes that are not UTF-8 become \\xNN escapes."""
+    return _bytes(str(text)).decode("utf-8", "backslashreplace")
+
+
+def _read_folder(root: Path, split: str, skip_bad: bool) -> FerSplit:
     images, labels, ids, problems = [], [], [], []
     for file, label in _list_folder(root, split):
         rel = file.relative_to(root).as_posix()
-        image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
-        problem = _check_image(rel, image)
+        image, why = read_gray(file)
+        problem = _check_image(shown(rel), image, why)
         if problem and problem.kind != "blank":
             if not skip_bad:
-                raise DataError(f"{file}: {problem.detail} (fix or remove it; `edgefer data "
-                                f"info {root} --skip-bad` lists every such file)")
+                raise DataError(f"{shown(file)}: {problem.detail} (fix or remove it; `edgefer "
+                                f"data info {shown(root)} --skip-bad` lists every such file)")
             problems.append(problem)
             continue
         if problem:
@@ -188,9 +200,36 @@ def _read_folder(root: Path, split: str, skip_bad: bool) -> FerSplit:
     return _make_split(split, images, labels, ids, problems)
 
 
-def _check_image(where: str, image: np.ndarray | None) -> Problem | None:
+def read_gray(file: Path) -> tuple[np.ndarray | None, str]:
+    """(gray image, "") or (None, why it cannot be used). Decoded from the file's bytes:
+    cv2.imread takes a truncated JPEG (half of it grey) and cannot open every file name."""
+    import cv2
+
+    try:
+        data = np.fromfile(file, dtype=np.uint8)
+    except OSError as exc:
+        if file.is_symlink() and not file.exists():
+            return None, f"a broken symlink (to {shown(os.readlink(file))})"
+        return None, f"cannot read it ({exc.strerror or exc})"
+    if _truncated_jpeg(data):
+        return None, "truncated JPEG (its end-of-image marker is missing)"
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if image is None:
-        return Problem(where, "unreadable", "not a readable image (corrupt or unknown format)")
+        return None, "not a readable image (corrupt or unknown format)"
+    return image, ""
+
+
+def _truncated_jpeg(data: np.ndarray) -> bool:
+    """A JPEG (FF D8 first) that does not end with its EOI marker (FF D9), padding aside."""
+    if bytes(data[:2]) != b"\xff\xd8":
+        return False
+    return not bytes(data[-64:]).rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
+
+
+def _check_image(where: str, image: np.ndarray | None, why: str = "") -> Problem | None:
+    if image is None:
+        return Problem(where, "unreadable",
+                       why or "not a readable image (corrupt or unknown format)")
     if image.shape != (IMAGE_SIZE, IMAGE_SIZE):
         return Problem(where, "wrong_size",
                        f"image is {image.shape[1]}x{image.shape[0]}, expected 48x48")
@@ -210,23 +249,30 @@ def _make_split(name: str, images: list, labels: list, ids: list,
 # --- CSV ---------------------------------------------------------------------------
 
 def _open_text(path: Path) -> io.TextIOBase:
+    """The CSV as text; utf-8-sig drops the byte-order mark spreadsheet programs write."""
     if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return path.open("r", encoding="utf-8-sig", newline="")
+
+
+def _csv_split(usage: str) -> str | None:
+    """The split a CSV row's Usage names (any case, spaces around ignored), or None."""
+    return _USAGE_SPLIT.get(usage.strip().lower())
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, [emotion, pixels, usage]) rows, with the header checked."""
+    """(line number, [emotion, pixels, usage]) rows, with the header checked. One rule for
+    every reader: column names in any case, values with spaces around them stripped."""
     try:
         with _open_text(path) as handle:
             reader = csv.reader(handle)
-            header = [h.strip() for h in next(reader, [])]
+            header = [h.strip().lower() for h in next(reader, [])]
             missing = [c for c in ("emotion", "pixels") if c not in header]
             if missing:
                 raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
                                 f"(header is {','.join(header) or 'empty'})")
             cols = [header.index("emotion"), header.index("pixels")]
-            usage = header.index("Usage") if "Usage" in header else None
+            usage = header.index("usage") if "usage" in header else None
             for row in reader:
                 if not row:
                     continue
@@ -234,8 +280,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                 if len(row) < len(header):
                     raise DataError(f"{path} line {line}: expected {len(header)} fields, "
                                     f"got {len(row)}")
-                yield line, [row[cols[0]], row[cols[1]],
-                             row[usage] if usage is not None else "Training"]
+                yield line, [row[cols[0]].strip(), row[cols[1]].strip(),
+                             row[usage].strip() if usage is not None else "Training"]
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read CSV ({exc})") from exc
 
@@ -264,7 +310,7 @@ def _read_csv(path: Path, split: str, skip_bad: bool) -> FerSplit:
     usage = _CSV_USAGE[split]
     images, labels, ids, problems = [], [], [], []
     for line, row in _csv_rows(path):
-        if row[2].strip() != usage:
+        if _csv_split(row[2]) != split:
             continue
         where = f"{path.name} line {line}"
         try:
@@ -305,19 +351,33 @@ def _cache_key(path: Path, split: str, skip_bad: bool) -> str:
         return ""
     for dirpath, _, files in sorted(os.walk(split_dir)):
         for name in sorted(files):
-            st = os.stat(os.path.join(dirpath, name))
-            h.update(f"{dirpath[len(str(path)):]}/{name}|{st.st_size}|{st.st_mtime_ns}".encode())
+            file = os.path.join(dirpath, name)
+            try:
+                st = os.stat(file)
+            except OSError:  # a broken symlink: its own times, so fixing it is seen
+                st = os.lstat(file)
+            h.update(_bytes(f"{dirpath[len(str(path)):]}/{name}|{st.st_size}|"
+                            f"{st.st_mtime_ns}"))
     return h.hexdigest()
 
 
 def _cache_read(key: str) -> FerSplit | None:
+    """The cached split, or None: when there is none, and when it cannot be read
+    (truncated, empty, from another program), which is said, and the file is rebuilt."""
     file = cache_dir() / f"{key}.npz"
+    if not file.exists():
+        return None
     try:
         with np.load(file, allow_pickle=False) as z:
             problems = tuple(Problem(*p) for p in z["problems"].tolist())
             return FerSplit(str(z["name"]), z["images"], z["labels"],
                             tuple(z["ids"].tolist()), problems)
-    except (OSError, KeyError, ValueError):
+    except Exception as exc:  # whatever is wrong with it, a cache is rebuilt, not fatal
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"note: the data cache {file} cannot be read ({reason}); rebuilding it",
+              file=sys.stderr)
+        with contextlib.suppress(OSError):
+            file.unlink()
         return None
 
 

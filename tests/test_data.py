@@ -167,3 +167,101 @@ def test_wrong_size_image(tmp_path):
 def test_missing_path():
     result = _info("/nonexistent/fer2013")
     assert result.exit_code == 1 and "not found" in result.output
+
+
+# --- issue 16: caches, file names, symlinks, truncated files, CSV headers ----------------
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_an_unreadable_cache_is_rebuilt_and_said(tmp_path, damage):
+    from edgefer.data import cache_dir
+
+    write_image_folder(tmp_path / "fer", {n: (1, 1) for n in CLASS_NAMES})
+    first = load_split(tmp_path / "fer", "train")
+    cached = max(cache_dir().glob("*.npz"), key=lambda p: p.stat().st_mtime_ns)  # this one
+    data = cached.read_bytes()
+    cached.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    result = CliRunner().invoke(main, ["data", "info", str(tmp_path / "fer")])
+    assert result.exit_code == 0, result.output
+    assert "cannot be read" in result.output and "rebuilding it" in result.output
+    assert np.array_equal(load_split(tmp_path / "fer", "train").images, first.images)
+    assert cached.stat().st_size == len(data)  # written again, whole
+
+
+def test_a_file_name_that_is_not_utf8_loads(tmp_path):
+    import os
+
+    import cv2
+
+    root = write_image_folder(tmp_path / "fer", {n: (1, 1) for n in CLASS_NAMES})
+    image = cv2.imread(str(next((root / "train" / "happy").iterdir())), cv2.IMREAD_GRAYSCALE)
+    png = cv2.imencode(".png", image)[1]
+    folder = os.fsencode(root / "train" / "happy")
+    with open(folder + b"/Training_caf\xe9.png", "wb") as handle:  # Latin-1 'é'
+        handle.write(png.tobytes())
+    with open(folder + b"/Training_bad\xff.png", "wb") as handle:
+        handle.write(b"not an image")
+    split = load_split(root, "train", skip_bad=True)
+    assert len(split) == 8 and split.content_sha256()
+    assert load_split(root, "train", skip_bad=True).ids == split.ids  # from the cache
+    result = CliRunner().invoke(main, ["data", "info", str(root), "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert "Training_bad\\xff.png: unreadable" in result.output
+
+
+def test_a_broken_symlink_is_a_bad_file_with_skip_bad(tmp_path):
+    root = write_image_folder(tmp_path / "fer", {n: (1, 1) for n in CLASS_NAMES})
+    (root / "train" / "sad" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (root / "train" / "sad" / "notes.png").symlink_to(tmp_path / "notes.txt")
+    with pytest.raises(DataError, match=r"gone\.png: a broken symlink"):
+        load_split(root, "train")
+    split = load_split(root, "train", skip_bad=True)
+    assert len(split) == 7
+    assert sorted(p.where.rsplit("/", 1)[1] for p in split.problems) == ["gone.png",
+                                                                        "notes.png"]
+
+
+def test_a_truncated_jpeg_is_reported_like_a_corrupt_image(tmp_path):
+    import cv2
+
+    root = write_image_folder(tmp_path / "fer", {n: (1, 1) for n in CLASS_NAMES})
+    face = cv2.imread(str(next((root / "train" / "angry").iterdir())), cv2.IMREAD_GRAYSCALE)
+    whole = cv2.imencode(".jpg", face)[1].tobytes()
+    (root / "train" / "angry" / "whole.jpg").write_bytes(whole)
+    (root / "train" / "angry" / "cut.jpg").write_bytes(whole[: int(len(whole) * 0.6)])
+    with pytest.raises(DataError, match=r"cut\.jpg: truncated JPEG"):
+        load_split(root, "train")
+    split = load_split(root, "train", skip_bad=True)
+    assert len(split) == 8
+    assert [(p.where.rsplit("/", 1)[1], p.kind) for p in split.problems] == [
+        ("cut.jpg", "unreadable")]
+
+
+def _usage_csv(tmp_path, header, usages, bom=False):
+    path = tmp_path / "fer.csv"
+    text = header + "\n" + "".join(_row(label=str(i % 7), usage=u)
+                                   for i, u in enumerate(usages))
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+def test_csv_header_with_a_byte_order_mark(tmp_path):
+    path = _usage_csv(tmp_path, "emotion,pixels,Usage", ["Training"] * 3, bom=True)
+    assert len(load_split(path, "train")) == 3
+    path = _usage_csv(tmp_path, "Emotion, Pixels ,USAGE", ["Training"] * 2, bom=True)
+    assert len(load_split(path, "train")) == 2
+
+
+def test_csv_column_names_in_any_case_keep_the_test_split_apart(tmp_path):
+    path = _usage_csv(tmp_path, "emotion,pixels,usage",
+                      ["Training", "Training", "PublicTest", " publictest "])
+    assert len(load_split(path, "train")) == 2
+    assert len(load_split(path, "test")) == 2
+
+
+def test_csv_usage_values_with_spaces_count_the_same_everywhere(tmp_path):
+    path = _usage_csv(tmp_path, "emotion,pixels,Usage",
+                      ["Training", "PublicTest ", "PublicTest "])
+    result = CliRunner().invoke(main, ["data", "info", str(path), "--json"])
+    info = json.loads(result.output)
+    assert info["splits"]["test"]["images"] == len(load_split(path, "test")) == 2
