@@ -508,3 +508,49 @@ def test_missing_model_file_is_a_model_error(tmp_path):
 def test_shipped_model_says_astronaut_is_happy(astronaut):
     (face,) = Recognizer.from_file(SHIPPED).recognize(astronaut)
     assert face.label == "happy", face.to_dict()
+
+
+# --- a model that does not match its metadata (issue 16, item 3) ------------------------
+
+def _onnx_classifier(path: Path, side: int, channels: int, outputs: int) -> Path:
+    """A linear ONNX classifier (N, side, side, channels) -> softmax(outputs) that
+    carries edgefer's default metadata (48x48x1 input, FER2013's 7 classes)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefer.artifacts import METADATA_KEY
+    from edgefer.preprocess import ModelInfo
+
+    weights = np.random.default_rng(0).normal(0, 0.01, (side * side * channels, outputs))
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"])],
+        "mismatch",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", side, side, channels])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", outputs])],
+        [numpy_helper.from_array(weights.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(ModelInfo().to_dict())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("side", "channels", "outputs", "told"), [
+    (64, 3, 7, "does not match its metadata (its metadata says 48x48x1 input, 7 classes)"),
+    (48, 1, 10, "7 classes): it gives 10 outputs"),
+])
+def test_predict_refuses_a_model_unlike_its_metadata_before_any_input(
+        tmp_path, side, channels, outputs, told):
+    model = _onnx_classifier(tmp_path / "odd.onnx", side, channels, outputs)
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), np.full((48, 48), 128, np.uint8))
+    result = CliRunner().invoke(main, ["predict", str(face), "--model", str(model),
+                                       "--no-detect"])
+    assert result.exit_code == 1
+    assert told in result.output and "Traceback" not in result.output
+    assert "face.png" not in result.output  # stopped before the first input
+    with pytest.raises(ModelError, match="does not match its metadata"):
+        Recognizer.from_file(model)

@@ -174,6 +174,7 @@ def _measure(job: MeasureJob) -> MeasureOutcome:
     from edgefer.bench.accuracy import top1_in_order
     from edgefer.preprocess import ModelInfo
     from edgefer.runtimes import RuntimeOptions, load_runtime
+    from edgefer.runtimes.base import checked_predict
 
     base_rss = peak_rss_mb()
     options = RuntimeOptions(device=job.device, threads=job.threads)
@@ -187,7 +188,7 @@ def _measure(job: MeasureJob) -> MeasureOutcome:
         synthetic_faces(max(job.batches))
     inputs = runtime.info.preprocess(pool)
     t0 = time.perf_counter()
-    runtime.predict(inputs[:1])
+    checked_predict(runtime, inputs[:1])  # a model unlike its metadata fails here
     first_ms = (time.perf_counter() - t0) * 1000.0
 
     samples: dict[int, np.ndarray] = {}

@@ -29,6 +29,7 @@ from edgefer.predict.detect import (
 )
 from edgefer.preprocess import ModelInfo
 from edgefer.runtimes import Runtime, RuntimeOptions, load_runtime
+from edgefer.runtimes.base import check_matches_info
 
 
 class ImageTooSmall(DataError):
@@ -120,8 +121,11 @@ class Recognizer:
                   options: RecognizerOptions = RecognizerOptions(),
                   detector: FaceDetector | None = None) -> Recognizer:
         """Load any model edgefer runs (.tflite, .onnx, .xml, edgefer Keras folder);
-        ``threads`` is the model's thread count (None: the engine's default)."""
-        return cls(load_runtime(model, RuntimeOptions(threads=threads)), options, detector)
+        ``threads`` is the model's thread count (None: the engine's default). A model that
+        does not match its metadata (input size, channels, outputs) is a ModelError here."""
+        runtime = load_runtime(model, RuntimeOptions(threads=threads))
+        check_matches_info(runtime)
+        return cls(runtime, options, detector)
 
     @property
     def info(self) -> ModelInfo:

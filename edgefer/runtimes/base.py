@@ -145,3 +145,32 @@ def resolve_info(path: Path, info: ModelInfo | None) -> ModelInfo:
         raise ModelError(f"{path} carries no edgefer metadata: give its preprocessing and "
                          "labels (--input-size, --channels, --scale, --offset, --labels)")
     return found
+
+
+def checked_predict(runtime: Runtime, batch: np.ndarray) -> np.ndarray:
+    """``runtime.predict(batch)`` for a model's first call: a model that does not take the
+    input its edgefer metadata describes, or gives another number of outputs than it names
+    classes, is one ModelError saying so instead of an engine's traceback."""
+    from edgefer.errors import EdgeferError
+
+    pre, classes = runtime.info.preprocess, runtime.info.classes
+    described = (f"its metadata says {pre.size}x{pre.size}x{pre.channels} input, "
+                 f"{len(classes)} classes")
+    try:
+        out = runtime.predict(batch)
+    except EdgeferError:
+        raise
+    except Exception as exc:  # each engine has its own error types for a wrong input
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise ModelError(f"{runtime.path} does not match its metadata ({described}): "
+                         f"{reason}") from exc
+    if out.shape[-1] != len(classes):
+        raise ModelError(f"{runtime.path} does not match its metadata ({described}): it "
+                         f"gives {out.shape[-1]} outputs")
+    return out
+
+
+def check_matches_info(runtime: Runtime) -> None:
+    """Run one blank face through ``runtime``: see ``checked_predict``."""
+    size = runtime.info.preprocess.size
+    checked_predict(runtime, runtime.info.preprocess(np.zeros((1, size, size), np.uint8)))
