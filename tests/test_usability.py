@@ -75,3 +75,39 @@ def test_readme_predict_example_runs_with_what_all_installs(monkeypatch, tmp_pat
     assert got["faces"][0]["label"] == promised["faces"][0]["label"]
     assert Path(got["output"]).name == Path(promised["output"]).name
     assert Path(got["output"]).is_file()
+
+
+# --- 19: a uniformly slow latency run is flagged -----------------------------------------
+
+def _timed(threads: int, batch: int, ms: float, model: str = "m"):
+    import numpy as np
+
+    from edgefer.bench.results import BenchResult, LatencyStats
+
+    samples = ms * (1 + 0.05 * np.random.default_rng(threads * 100 + batch).random(60))
+    return BenchResult(model=model, target="tflite", precision="dynamic", engine="litert",
+                       device="cpu", threads=threads, batch=batch,
+                       latency_ms=LatencyStats.from_samples(samples))
+
+
+def test_uniformly_slow_row_is_flagged_by_name():
+    from edgefer.bench.runner import latency_outliers
+
+    # measured on this VM: dynamic-range TFLite, 2 threads 13.2 and 14.2 ms, 1 thread 1.03
+    notes = latency_outliers([_timed(1, 1, 1.03), _timed(1, 32, 0.9), _timed(2, 1, 13.2),
+                              _timed(2, 32, 14.2), _timed(1, 1, 1.0, model="other")])
+    assert len(notes) == 2, notes
+    assert "m tflite dynamic (cpu, 2 threads, batch 1)" in notes[0]
+    assert "m tflite dynamic (cpu, 2 threads, batch 32)" in notes[1]
+    assert all("(cpu, 1 thread, batch 1)" in n for n in notes)  # what it was compared with
+
+
+def test_expected_differences_are_not_outliers():
+    from edgefer.bench.runner import latency_outliers
+
+    # one thread 3.5x slower than four; batch 1 per image 5x slower than batch 32 (a GPU)
+    scaled = [_timed(1, 1, 3.5), _timed(4, 1, 1.0), _timed(4, 32, 0.2), _timed(1, 32, 0.7)]
+    assert latency_outliers(scaled) == []
+    # the single-thread row was the one disturbed: 13x slower than with two threads
+    assert "(cpu, 1 thread, batch 1)" in " ".join(
+        latency_outliers([_timed(1, 1, 13.0), _timed(2, 1, 1.0)]))

@@ -200,6 +200,7 @@ def run_plan(plan: BenchPlan, progress: Progress | None = None,
     for _spec, rows, predicted in measured:
         results.extend(annotate(row, predicted, evaluation, reference) for row in rows)
     notes.extend(_warnings(results))
+    notes.extend(latency_outliers(results))
     return BenchRun(tuple(results), context, tuple(notes))
 
 
@@ -321,6 +322,44 @@ def _warnings(results: Sequence[BenchResult]) -> list[str]:
                               for r in noisy}))
     return [f"noisy machine: p90 above 1.5x p50 for {names}; close other programs and rerun "
             "before trusting those latencies"]
+
+
+# a row this many times slower than the same model with no more threads and no bigger batch
+# (which may be up to linearly slower with fewer threads) was disturbed, not measured
+OUTLIER_FACTOR = 3.0
+
+
+def setting_name(result: BenchResult) -> str:
+    """One result's row, told apart from the same model's others: ``edgefer-mnv3s tflite
+    int8-qat (cpu, 2 threads, batch 1)``."""
+    threads = f"{result.threads} thread{'s' if result.threads != 1 else ''}"
+    return (f"{result.model} {result.target} {result.precision} ({result.device}, {threads}, "
+            f"batch {result.batch})")
+
+
+def latency_outliers(results: Sequence[BenchResult]) -> list[str]:
+    """A note for each row whose every call was much slower than the same model's p50 at
+    a setting that should not be faster (fewer or as many threads, no bigger batch)."""
+    timed = [r for r in results if r.latency_ms is not None and r.latency_ms.p50 > 0]
+    notes = []
+    for row in timed:
+        for other in timed:
+            if other is row or (other.model, other.target, other.precision, other.engine,
+                                other.device) != (row.model, row.target, row.precision,
+                                                  row.engine, row.device):
+                continue
+            if other.batch > row.batch:
+                continue  # batching may well make each image faster
+            allowed = OUTLIER_FACTOR * max(1.0, other.threads / row.threads)
+            ratio = row.latency_ms.min / other.latency_ms.p50
+            if ratio >= allowed:
+                notes.append(
+                    f"latency outlier: {setting_name(row)} took {row.latency_ms.p50:.3g} ms "
+                    f"per image (p50; fastest call {row.latency_ms.min:.3g} ms), "
+                    f"{ratio:.1f}x the {other.latency_ms.p50:.3g} ms of {setting_name(other)}:"
+                    " something else probably ran at the same time; rerun before trusting it")
+                break
+    return notes
 
 
 def find_reference(models: Sequence[ModelSpec]) -> ModelSpec | None:
