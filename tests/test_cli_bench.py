@@ -179,3 +179,18 @@ def test_a_missing_engine_measures_nothing_and_exits_1(files, monkeypatch):
     assert result.exit_code == 1
     assert "nothing was measured" in result.output
     assert "pip install 'edgefer[onnx]'" in result.output  # not eaten as rich markup
+
+
+def test_a_reference_that_fails_is_a_failed_row_and_the_reports_are_written(files, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    result = invoke("bench", files["model"], "--data", files["data"], "--reference", broken,
+                    "--json", tmp_path / "run.json", "--report", tmp_path / "rep", *QUICK)
+    assert result.exit_code == 1 and "1 of 3 results failed (broken)" in result.output
+    rows = json.loads((tmp_path / "run.json").read_text())["results"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [(r["model"], r["role"]) for r in failed] == [("broken", "reference")]
+    assert "reference model (for agreement) did not run" in failed[0]["reason"]
+    assert all(r["agreement"] is None and r["accuracy"] for r in rows if r["model"] == "band")
+    assert {p.name for p in (tmp_path / "rep").iterdir()} >= {"bench.json", "bench.md"}
+    assert "broken.onnx failed: agreement not measured" in result.output

@@ -193,10 +193,13 @@ def run_plan(plan: BenchPlan, progress: Progress | None = None,
         for spec in plan.models:
             rows, predicted = _bench_model(plan, spec, evaluation, context, step)
             measured.append((spec, rows, predicted))
-        reference = _reference_predictions(plan, evaluation, measured, step)
+        reference, reference_row = _reference_predictions(plan, evaluation, measured, step,
+                                                          context)
     if evaluation is not None and reference is None:
-        notes.append("no reference model: agreement not measured (give --reference)")
-    results = list(plan.extra_results)
+        notes.append(f"the reference model {plan.reference.path} failed: agreement not measured"
+                     if plan.reference is not None else
+                     "no reference model: agreement not measured (give --reference)")
+    results = [*plan.extra_results, *([reference_row] if reference_row else [])]
     for _spec, rows, predicted in measured:
         results.extend(annotate(row, predicted, evaluation, reference) for row in rows)
     notes.extend(_warnings(results))
@@ -217,23 +220,42 @@ def annotate(row: BenchResult, predicted: dict[str, np.ndarray],
 
 
 def _reference_predictions(plan: BenchPlan, evaluation: Evaluation | None,
-                           measured: list, step: Progress) -> np.ndarray | None:
+                           measured: list, step: Progress, context: Context | None = None
+                           ) -> tuple[np.ndarray | None, BenchResult | None]:
     """Top-1 predictions of the reference model: from its own rows if it was benchmarked,
-    else from a run of its own (predictions only, on the CPU)."""
+    else from a run of its own (predictions only, on the CPU). A reference that fails is
+    no error: (None, its failed row), or (None, None) when it has rows of its own."""
     if plan.reference is None or evaluation is None:
-        return None
+        return None, None
     spec = plan.reference
+    benchmarked = False
     for other, _rows, predicted in measured:
-        if other.path.resolve() == spec.path.resolve() and "cpu" in predicted:
-            return predicted["cpu"]
+        if other.path.resolve() == spec.path.resolve():
+            if "cpu" in predicted:
+                return predicted["cpu"], None
+            benchmarked = True
     step(f"reference {spec.name}")
     outcome = run_job(MeasureJob(path=str(spec.path), device="cpu", timing=False,
                                  info=spec.info.to_dict() if spec.info else None,
                                  eval_file=evaluation.faces_file),
                       isolate=plan.isolate, timeout_s=plan.timeout_s)
-    if outcome.status != "ok" or outcome.predicted is None:
-        raise EdgeferError(f"reference model {spec.path} did not run: {outcome.reason}")
-    return outcome.predicted
+    if outcome.status == "ok" and outcome.predicted is not None:
+        return outcome.predicted, None
+    if benchmarked:
+        return None, None
+    return None, _failed_reference(spec, plan, context, outcome.reason or "no predictions")
+
+
+def _failed_reference(spec: ModelSpec, plan: BenchPlan, context: Context | None,
+                      reason: str) -> BenchResult:
+    try:
+        target, engine = spec.target, spec.engine
+    except EdgeferError:  # not a model format edgefer knows
+        target = engine = ""
+    return BenchResult(model=spec.name, target=target, precision=spec.precision, engine=engine,
+                       device="cpu", threads=plan.threads[0], batch=1, status=Status.FAILED,
+                       reason=f"reference model (for agreement) did not run: {reason}",
+                       context=context, role=Role.REFERENCE.value)
 
 
 def _bench_model(plan: BenchPlan, spec: ModelSpec, evaluation: Evaluation | None,
