@@ -40,6 +40,22 @@ def _say_if_replacing(path: Path) -> None:
         click.echo(f"note: replacing the existing {path}", err=True)
 
 
+# One convention in every command: --model names the model (bench, benchmark, export and
+# inspect also take it as their argument), --data the FER2013 with the same default,
+# --out where files go, --json JSON on stdout, -v the engines' own log lines.
+DATA_DEFAULT = "default: $EDGEFER_FER2013, else ../shared/fer2013 or ./fer2013"
+DATA_HELP = f"FER2013 image folder or fer2013.csv ({DATA_DEFAULT})."
+MODEL_HELP = ("edgefer model folder or exported file; also accepted as the argument "
+              "(default: the shipped models/edgefer-mnv3s).")
+
+
+def _one(argument: Path | None, option: Path | None, name: str) -> Path | None:
+    """A value given as the argument or as --NAME (not two different ones)."""
+    if argument is not None and option is not None and argument != option:
+        raise click.UsageError(f"give the {name} once: as the argument or as --{name}")
+    return argument if argument is not None else option
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgefer")
 def main() -> None:
@@ -58,20 +74,23 @@ def data() -> None:
 
 
 @data.command("info")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="The FER2013 to describe, instead of PATH.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--skip-bad", is_flag=True,
               help="Count and list unreadable or wrong-size images and bad CSV rows "
               "instead of stopping at the first.")
 @friendly
-def data_info(path: Path, as_json: bool, skip_bad: bool) -> None:
+def data_info(path: Path | None, data_path: Path | None, as_json: bool, skip_bad: bool) -> None:
     """Counts per split and class, image size, and problems found in PATH.
 
-    PATH is a FER2013 image folder (train/, test/) or fer2013.csv(.gz).
+    PATH (or --data) is a FER2013 image folder (train/, test/) or fer2013.csv(.gz);
+    default: $EDGEFER_FER2013, else ../shared/fer2013 or ./fer2013.
     """
     from edgefer.dataset_info import describe, render_info
 
-    info = describe(path, skip_bad)
+    info = describe(_data_or_default(_one(path, data_path, "data")), skip_bad)
     click.echo(json.dumps(info, indent=1) if as_json else render_info(info))
 
 
@@ -84,7 +103,7 @@ def calibrate() -> None:
 
 @calibrate.command("build")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-              help="FER2013 folder or CSV (default: $EDGEFER_FER2013 or ../shared/fer2013).")
+              help=DATA_HELP)
 @click.option("--size", default=500, show_default=True, help="Images in the subset.")
 @click.option("--seed", default=0, show_default=True, help="Random seed of the draw.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -108,7 +127,7 @@ def calibrate_build(data_path: Path | None, size: int, seed: int, out: Path | No
 @calibrate.command("check")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-              help="FER2013 folder or CSV to check the manifest against.")
+              help=f"The FER2013 to check the manifest against ({DATA_DEFAULT}).")
 @friendly
 def calibrate_check(manifest: Path, data_path: Path | None) -> None:
     """Verify that MANIFEST matches the data (same files, same pixels)."""
@@ -135,7 +154,7 @@ def _data_or_default(path: Path | None) -> Path:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="TOML training config (e.g. models/edgefer-mnv3s.toml).")
-@click.option("--data", "data_path", default=None, help="FER2013 folder or CSV.")
+@click.option("--data", "data_path", default=None, help=DATA_HELP)
 @click.option("--out", default=None, help="Folder for runs (default: runs).")
 @click.option("--name", default=None, help="Run name (a folder under --out).")
 @click.option("--epochs", type=int, default=None, help="Float-training epochs.")
@@ -182,8 +201,9 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
 # --- export ------------------------------------------------------------------------
 
 @main.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="edgefer model folder (default: the shipped models/edgefer-mnv3s).")
+              help=MODEL_HELP)
 @click.option("--target", default="tflite", show_default=True,
               help="tflite, onnx, openvino, a comma list, or all.")
 @click.option("--precision", default="int8", show_default=True,
@@ -205,15 +225,15 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
 @click.option("--max-drop", type=float, default=None,
               help="OpenVINO NNCF accuracy control: largest top-1 drop allowed (0.01 = 1 pt).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-              help="FER2013 for calibration and parity (default: $EDGEFER_FER2013).")
+              help=f"FER2013 for calibration and parity ({DATA_DEFAULT}).")
 @click.option("--min-agreement", type=float, default=None,
               help="Parity gate: minimum top-1 agreement with the source model.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("exports"),
               show_default=True, help="Output folder.")
 @friendly
-def export(model_path: Path | None, target: str, precision: str, data_path: Path | None,
-           calib: Path | None, out_dir: Path, **options) -> None:
-    """Export a trained model, check each artifact against it, and write it to --out.
+def export(model: Path | None, model_path: Path | None, target: str, precision: str,
+           data_path: Path | None, calib: Path | None, out_dir: Path, **options) -> None:
+    """Export MODEL, check each artifact against it, and write it to --out.
 
     Every artifact carries its class names, preprocessing and precision, and is written
     only after it agrees with the source model (the parity gate) on FER2013 images.
@@ -223,7 +243,7 @@ def export(model_path: Path | None, target: str, precision: str, data_path: Path
     from edgefer.outputs import check_writable
     from edgefer.shipped import shipped_model
 
-    source = model_path or shipped_model()
+    source = _one(model, model_path, "model") or shipped_model()
     check_writable(out_dir, folder=True, inputs=[source, calib, data_path])
     data = data_path or default_data_path()
     if data is None:
@@ -241,17 +261,23 @@ def export(model_path: Path | None, target: str, precision: str, data_path: Path
 
 
 @main.command("inspect")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="The model file or folder to inspect, instead of MODEL.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @friendly
-def inspect_command(model: Path, as_json: bool) -> None:
-    """Format, precision, tensors and quantization, ops, float ops left, sparsity and size."""
+def inspect_command(model: Path | None, model_path: Path | None, as_json: bool) -> None:
+    """Format, precision, tensors and quantization, ops, float ops left, sparsity and size
+    of MODEL (.tflite, .onnx, OpenVINO .xml, or an edgefer model folder)."""
     from dataclasses import asdict
 
     from edgefer.export.inspect import inspect_model
     from edgefer.report import render_inspection
 
-    found = inspect_model(model)
+    chosen = _one(model, model_path, "model")
+    if chosen is None:
+        raise click.UsageError("give the model to inspect: edgefer inspect MODEL")
+    found = inspect_model(chosen)
     click.echo(json.dumps(asdict(found), indent=1) if as_json else render_inspection(found))
 
 
@@ -273,7 +299,7 @@ def _bench_options(report_default: Path | None):
         click.option("--min-time", default=1.0, show_default=True,
                      help="Seconds of timed calls at least (per model and batch size)."),
         click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
-                     help="FER2013 folder or CSV for accuracy (default: $EDGEFER_FER2013)."),
+                     help=f"FER2013 for accuracy ({DATA_DEFAULT})."),
         click.option("--split", default="test", show_default=True,
                      help="Split to measure accuracy on (test = PublicTest, private)."),
         click.option("--limit", type=int, default=None,
@@ -281,11 +307,14 @@ def _bench_options(report_default: Path | None):
         click.option("--reference", type=click.Path(path_type=Path), default=None,
                      help="Model agreement is measured against (default: the Keras model "
                      "among MODELS, else the first fp32 one)."),
-        click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-                     help="Write the results as JSON (docs/bench-schema.md)."),
-        click.option("--report", "report_dir", type=click.Path(path_type=Path),
+        click.option("--out", "report_dir", type=click.Path(path_type=Path),
                      default=report_default, show_default=report_default is not None,
-                     help="Write bench.json, bench.csv and bench.md with plots here."),
+                     help="Write bench.json (docs/bench-schema.md), bench.csv and bench.md "
+                     "with plots here."),
+        click.option("--report", "report_alias", type=click.Path(path_type=Path),
+                     default=None, hidden=True, help="The old name of --out."),
+        click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+                     hidden=True, help="Also write the results as JSON to this file."),
         click.option("--exports", "exports_dir", type=click.Path(path_type=Path),
                      default=Path("exports"), show_default=True,
                      help="Where --export all writes the exported models."),
@@ -321,6 +350,8 @@ def _bench_options(report_default: Path | None):
 
 @main.command()
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--model", "model_paths", multiple=True, type=click.Path(path_type=Path),
+              help="A model to benchmark, as the arguments are; repeatable.")
 @click.option("--export", "export_mode", type=click.Choice(["none", "all"]), default="none",
               show_default=True, help="all: first export MODEL (default: the shipped model) "
               "to every target and precision, then benchmark them all.")
@@ -341,9 +372,9 @@ def _bench_options(report_default: Path | None):
               help="Android benchmark_model binary for --on adb (default: "
               "$EDGEFER_BENCHMARK_MODEL or PATH).")
 @friendly
-def bench(models: tuple[Path, ...], export_mode: str, on_target: str | None,
-          profile: str | None, budget: str | None, remote_python: str | None,
-          benchmark_model: Path | None, **options) -> None:
+def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: str,
+          on_target: str | None, profile: str | None, budget: str | None,
+          remote_python: str | None, benchmark_model: Path | None, **options) -> None:
     """Benchmark MODELS (.tflite, .onnx, OpenVINO .xml, edgefer Keras folders).
 
     Latency per image (p50/p90/p99, load and first call apart), throughput at each batch
@@ -353,6 +384,8 @@ def bench(models: tuple[Path, ...], export_mode: str, on_target: str | None,
     from edgefer.edge.budget import enforce, parse_budget
     from edgefer.edge.profiles import get_profile
 
+    models = (*models, *model_paths)
+    _out_alias(options)
     limits = parse_budget(budget) if budget else None  # a typo fails before the long run
     chosen = get_profile(profile) if profile else None
     batch_given = click.get_current_context().get_parameter_source("batches") \
@@ -380,16 +413,31 @@ def bench(models: tuple[Path, ...], export_mode: str, on_target: str | None,
 
 @main.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help=MODEL_HELP)
 @_bench_options(report_default=Path("reports"))
 @friendly
-def benchmark(model: Path | None, **options) -> None:
+def benchmark(model: Path | None, model_path: Path | None, **options) -> None:
     """The main job: export MODEL (default: the shipped model) to every target and
     precision, benchmark them all beside the Keras model, and write reports/.
 
     Reports accuracy when FER2013 is found ($EDGEFER_FER2013 or --data), latency and
     size only otherwise.
     """
+    model = _one(model, model_path, "model")
+    _out_alias(options)
     _fail_if_any_failed(_run_bench((model,) if model else (), True, **options))
+
+
+def _out_alias(options: dict) -> None:
+    """--report DIR, the old spelling of --out DIR."""
+    alias = options.pop("report_alias")
+    if alias is None:
+        return
+    given = click.get_current_context().get_parameter_source("report_dir")
+    if given is not click.core.ParameterSource.DEFAULT and options["report_dir"] != alias:
+        raise click.UsageError("give the report folder once: --out (--report is its old name)")
+    options["report_dir"] = alias
 
 
 def _fail_if_any_failed(run) -> None:

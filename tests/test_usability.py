@@ -111,3 +111,59 @@ def test_expected_differences_are_not_outliers():
     # the single-thread row was the one disturbed: 13x slower than with two threads
     assert "(cpu, 1 thread, batch 1)" in " ".join(
         latency_outliers([_timed(1, 1, 13.0), _timed(2, 1, 1.0)]))
+
+
+# --- 16: one option convention -------------------------------------------------------------
+
+def _command(*path: str):
+    command = main
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def _option(command, flag: str):
+    return next((p for p in command.params if flag in getattr(p, "opts", ())), None)
+
+
+def test_every_command_names_the_model_data_and_outputs_alike():
+    for path in (("export",), ("predict",), ("bench",), ("benchmark",), ("inspect",)):
+        assert _option(_command(*path), "--model") is not None, path
+    for path in (("export",), ("predict",), ("bench",), ("benchmark",), ("train",),
+                 ("calibrate", "build")):
+        assert _option(_command(*path), "--out") is not None, path
+    for path in (("bench",), ("benchmark",)):  # old spellings still work, out of the help
+        for old in ("--report", "--json"):
+            assert _option(_command(*path), old).hidden, (path, old)
+    data_helps = {" ".join(path): _option(_command(*path), "--data").help
+                  for path in (("export",), ("bench",), ("benchmark",), ("train",),
+                               ("calibrate", "build"), ("calibrate", "check"))}
+    for name, text in data_helps.items():
+        assert "$EDGEFER_FER2013, else ../shared/fer2013 or ./fer2013" in text, name
+    assert "$EDGEFER_FER2013, else ../shared/fer2013" in _command("data", "info").help
+    readme = (REPO / "README.md").read_text()
+    assert "The same options mean the same in every command" in readme
+
+
+def test_data_info_falls_back_to_the_default_data(synthetic_fer, monkeypatch):
+    monkeypatch.setenv("EDGEFER_FER2013", str(synthetic_fer))
+    named = CliRunner().invoke(main, ["data", "info", str(synthetic_fer), "--json"])
+    found = CliRunner().invoke(main, ["data", "info", "--json"])
+    option = CliRunner().invoke(main, ["data", "info", "--data", str(synthetic_fer), "--json"])
+    assert named.exit_code == found.exit_code == option.exit_code == 0, found.output
+    assert named.stdout == found.stdout == option.stdout
+
+
+def test_model_as_argument_or_option_and_out_under_its_old_name(tiny_tflite, tmp_path):
+    by_argument = CliRunner().invoke(main, ["inspect", str(tiny_tflite)])
+    by_option = CliRunner().invoke(main, ["inspect", "--model", str(tiny_tflite)])
+    assert by_argument.exit_code == by_option.exit_code == 0, by_option.output
+    assert by_argument.stdout == by_option.stdout
+    both = CliRunner().invoke(main, ["inspect", str(tiny_tflite), "--model", "other.tflite"])
+    assert both.exit_code == 2 and "once" in both.output
+    quick = ["--in-process", "--threads", "1", "--batch", "1", "--warmup", "1",
+             "--min-runs", "3", "--min-time", "0"]
+    old = CliRunner().invoke(main, ["bench", "--model", str(tiny_tflite), *quick,
+                                    "--report", str(tmp_path / "old")])
+    assert old.exit_code == 0, old.output
+    assert (tmp_path / "old" / "bench.json").is_file()
