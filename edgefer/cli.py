@@ -283,8 +283,10 @@ def inspect_command(model: Path | None, model_path: Path | None, as_json: bool) 
 
 # --- bench -------------------------------------------------------------------------
 
-def _bench_options(report_default: Path | None):
+def _bench_options(main_job: bool):
     """The options ``bench`` and ``benchmark`` share."""
+    report_help = "Write bench.json (docs/bench-schema.md), bench.csv and bench.md with plots here"
+    report_help += " (default: a new runs/benchmark/DATE-TIME)." if main_job else "."
     options = [
         click.option("--device", type=click.Choice(["cpu", "gpu", "npu", "auto", "all"]),
                      default="cpu", show_default=True,
@@ -307,17 +309,16 @@ def _bench_options(report_default: Path | None):
         click.option("--reference", type=click.Path(path_type=Path), default=None,
                      help="Model agreement is measured against (default: the Keras model "
                      "among MODELS, else the first fp32 one)."),
-        click.option("--out", "report_dir", type=click.Path(path_type=Path),
-                     default=report_default, show_default=report_default is not None,
-                     help="Write bench.json (docs/bench-schema.md), bench.csv and bench.md "
-                     "with plots here."),
+        click.option("--out", "report_dir", type=click.Path(path_type=Path), default=None,
+                     help=report_help),
         click.option("--report", "report_alias", type=click.Path(path_type=Path),
                      default=None, hidden=True, help="The old name of --out."),
         click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
                      hidden=True, help="Also write the results as JSON to this file."),
         click.option("--exports", "exports_dir", type=click.Path(path_type=Path),
-                     default=Path("exports"), show_default=True,
-                     help="Where --export all writes the exported models."),
+                     default=None, help="Folder for the models " + (
+                         "it exports" if main_job else "--export all makes")
+                     + " (default: a new runs/benchmark/DATE-TIME/exports)."),
         click.option("--baseline", "baselines", multiple=True,
                      type=click.Path(path_type=Path),
                      help="Another expression model (TFLite/ONNX, 7 outputs) to compare; "
@@ -355,7 +356,7 @@ def _bench_options(report_default: Path | None):
 @click.option("--export", "export_mode", type=click.Choice(["none", "all"]), default="none",
               show_default=True, help="all: first export MODEL (default: the shipped model) "
               "to every target and precision, then benchmark them all.")
-@_bench_options(report_default=None)
+@_bench_options(main_job=False)
 @click.option("--on", "on_target", default=None, metavar="TARGET",
               help="Measure on a device: ssh://user@host[:port] (edgefer[tflite] installed "
               "there) or adb[:SERIAL] (Android, TFLite's benchmark_model). See docs/edge.md.")
@@ -404,6 +405,8 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
         if chosen is not None:
             options["threads"] = options["threads"] or str(chosen.threads)
             options["batches"] = options["batches"] if batch_given else str(chosen.batch)
+        if export_mode == "all" and options["exports_dir"] is None:
+            options["exports_dir"] = _new_run_dir() / "exports"
         run = _run_bench(models, export_mode == "all", **options)
     if limits is not None:
         enforce(limits, run.results)
@@ -415,18 +418,35 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help=MODEL_HELP)
-@_bench_options(report_default=Path("reports"))
+@_bench_options(main_job=True)
 @friendly
 def benchmark(model: Path | None, model_path: Path | None, **options) -> None:
     """The main job: export MODEL (default: the shipped model) to every target and
-    precision, benchmark them all beside the Keras model, and write reports/.
+    precision, benchmark them all beside the Keras model, and write the report and the
+    exports to a new folder runs/benchmark/DATE-TIME (--out and --exports choose others).
 
     Reports accuracy when FER2013 is found ($EDGEFER_FER2013 or --data), latency and
     size only otherwise.
     """
     model = _one(model, model_path, "model")
     _out_alias(options)
+    run_dir = _new_run_dir()
+    options["report_dir"] = options["report_dir"] or run_dir
+    options["exports_dir"] = options["exports_dir"] or run_dir / "exports"
     _fail_if_any_failed(_run_bench((model,) if model else (), True, **options))
+
+
+def _new_run_dir() -> Path:
+    """A folder of its own for one run's outputs (git ignores runs/): never the committed
+    reports/, never an earlier run's."""
+    from datetime import datetime
+
+    base = Path("runs") / "benchmark" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
 
 
 def _out_alias(options: dict) -> None:
@@ -461,7 +481,7 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
                threads: str | None, batches: str, warmup: int, min_runs: int,
                min_time: float, data_path: Path | None, split: str, limit: int | None,
                reference: Path | None, json_path: Path | None, report_dir: Path | None,
-               exports_dir: Path, baselines: tuple[Path, ...], in_process: bool,
+               exports_dir: Path | None, baselines: tuple[Path, ...], in_process: bool,
                **baseline_options):
     from edgefer.bench import runner
     from edgefer.bench.measure import MeasureOptions
@@ -503,6 +523,9 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
     with _progress(plan.jobs) as step:
         run = runner.run_plan(plan, step)
     _emit_run(run, json_path, report_dir)
+    if export_all:
+        made = sum(1 for s in specs if s.path.parent == Path(exports_dir))
+        click.echo(f"wrote {made} exported model(s) to {exports_dir}")
     return run
 
 
@@ -530,8 +553,9 @@ def _emit_run(run, json_path: Path | None, report_dir: Path | None) -> None:
         click.echo(f"wrote {write_json(run, json_path)}")
     if report_dir:
         written = write_report(run, report_dir)
-        click.echo(f"wrote {', '.join(str(p) for p in written[:3])} and "
-                   f"{len(written) - 3} plot(s)")
+        plots = sum(p.suffix == ".png" for p in written)
+        click.echo(f"wrote the report to {report_dir}: bench.md (open it), bench.json, "
+                   f"bench.csv and {plots} plot(s)")
 
 
 class _progress:

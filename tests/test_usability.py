@@ -167,3 +167,53 @@ def test_model_as_argument_or_option_and_out_under_its_old_name(tiny_tflite, tmp
                                     "--report", str(tmp_path / "old")])
     assert old.exit_code == 0, old.output
     assert (tmp_path / "old" / "bench.json").is_file()
+
+
+# --- 11: the main job leaves the checkout clean and says where everything went ------------
+
+def _git(cwd: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_benchmark_writes_to_a_run_folder_git_ignores(tiny_tflite, tmp_path, monkeypatch):
+    import shutil
+
+    import edgefer.bench.exports as exports
+    from edgefer.bench.runner import ModelSpec
+
+    def fake_export_matrix(source, out_dir, data=None, progress=None):
+        out_dir.mkdir(parents=True)
+        made = shutil.copy(tiny_tflite, out_dir / "tiny-fp32.tflite")
+        return [ModelSpec(made, name="tiny")], []
+
+    monkeypatch.setattr(exports, "export_matrix", fake_export_matrix)
+    monkeypatch.setattr(exports, "export_count", lambda: 1)
+    monkeypatch.delenv("EDGEFER_FER2013", raising=False)
+    checkout = tmp_path / "checkout"
+    (checkout / "reports").mkdir(parents=True)
+    shutil.copy(REPO / ".gitignore", checkout / ".gitignore")
+    (checkout / "reports" / "bench.md").write_text("the committed report\n")
+    _git(checkout, "init", "-q")
+    _git(checkout, "add", ".")
+    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(checkout)
+    quick = ["--in-process", "--threads", "1", "--batch", "1", "--warmup", "1",
+             "--min-runs", "3", "--min-time", "0"]
+    result = CliRunner().invoke(main, ["benchmark", str(tiny_tflite), *quick])
+    assert result.exit_code == 0, result.output
+    assert _git(checkout, "status", "--porcelain", "--untracked-files=all") == ""
+    assert (checkout / "reports" / "bench.md").read_text() == "the committed report\n"
+    runs = list((checkout / "runs" / "benchmark").iterdir())
+    assert len(runs) == 1 and (runs[0] / "bench.md").is_file()
+    assert (runs[0] / "exports" / "tiny-fp32.tflite").is_file()
+    where = str(Path("runs") / "benchmark" / runs[0].name)
+    assert f"wrote the report to {where}" in result.output
+    assert f"wrote 1 exported model(s) to {where}/exports" in result.output
+    # the committed report is remade only when asked for by name
+    again = CliRunner().invoke(main, ["benchmark", str(tiny_tflite), *quick, "--out", "reports"])
+    assert again.exit_code == 0, again.output
+    assert "wrote the report to reports" in again.output
+    assert (checkout / "reports" / "bench.json").is_file()
