@@ -366,7 +366,8 @@ def _bench_options(main_job: bool):
 @click.option("--budget", default=None, metavar="EXPR",
               help='Exit 1 when a result misses it, e.g. "p90_ms<=3,top1>=0.69" (metrics: '
               "p50_ms p90_ms p99_ms mean_ms top1 macro_f1 size_mb peak_rss_mb throughput_ips "
-              "agreement).")
+              "agreement; p*_ms/mean_ms are the engine's latency, call_p50_ms call_p90_ms "
+              "call_p99_ms call_mean_ms the Python round trip).")
 @click.option("--remote-python", default=None,
               help="Python on the SSH device (default: $EDGEFER_REMOTE_PYTHON or python3).")
 @click.option("--benchmark-model", type=click.Path(path_type=Path), default=None,
@@ -378,8 +379,9 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
           remote_python: str | None, benchmark_model: Path | None, **options) -> None:
     """Benchmark MODELS (.tflite, .onnx, OpenVINO .xml, edgefer Keras folders).
 
-    Latency per image (p50/p90/p99, load and first call apart), throughput at each batch
-    size, peak memory of the engine, size raw and gzip, and, with FER2013, top-1,
+    Latency per image (p50/p90/p99 of the engine's run call, as the engines' own tools
+    time it; the Python round trip beside it; load and first call apart), throughput at
+    each batch size, peak memory of the engine, size raw and gzip, and, with FER2013, top-1,
     macro-F1, per-class scores, confusion matrices and agreement with the reference.
     """
     from edgefer.edge.budget import enforce, parse_budget

@@ -26,6 +26,7 @@ CSV_COLUMNS = (
     "reason", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "runs",
     "load_ms", "first_ms", "noisy", "throughput_ips", "peak_rss_mb", "engine_rss_mb",
     "size_bytes", "size_gzip_bytes", "top1", "macro_f1", "agreement", "images", "ran_on",
+    "call_p50_ms", "call_p90_ms", "call_p99_ms", "call_mean_ms",
 )
 
 
@@ -61,6 +62,8 @@ def csv_row(result: BenchResult) -> dict[str, object]:
     }
     for key in ("p50", "p90", "p99", "mean", "std", "min", "max"):
         row[f"{key}_ms"] = _num(getattr(lat, key) if lat else None, 4)
+    for key in ("p50", "p90", "p99", "mean"):
+        row[f"call_{key}_ms"] = _num(getattr(result.call_ms, key) if result.call_ms else None, 4)
     row.update(runs=lat.runs if lat else "", load_ms=_num(lat.load_ms if lat else None, 1),
                first_ms=_num(lat.first_ms if lat else None, 2),
                noisy=str(lat.noisy).lower() if lat else "")
@@ -112,6 +115,15 @@ def size_text(n: int | None) -> str:
     return f"{n / 1e3:.0f} kB" if n >= 1000 else f"{n} B"
 
 
+def overhead(result: BenchResult) -> str:
+    """How much longer the round trip's p50 is than the engine's: ``+0.12 ms (+14%)``."""
+    lat, call = result.latency_ms, result.call_ms
+    if lat is None or call is None or lat.p50 <= 0:
+        return "-"
+    extra = call.p50 - lat.p50
+    return f"{extra:+.3f} ms ({100 * extra / lat.p50:+.0f}%)"
+
+
 def label(result: BenchResult) -> str:
     """Short name of a result's model: ``target precision`` or its own name for baselines."""
     if result.role == "baseline":
@@ -154,7 +166,8 @@ def render_table(run: BenchRun, title: str = "edgefer bench"):
     for name, justify in (("model", "left"), ("target", "left"), ("prec", "left"),
                           ("device", "left"), ("thr", "right"), ("batch", "right"),
                           ("status", "left"), ("p50 ms", "right"), ("p90 ms", "right"),
-                          ("p99 ms", "right"), ("img/s", "right"), ("RSS MiB", "right"),
+                          ("p99 ms", "right"), ("call p50", "right"), ("img/s", "right"),
+                          ("RSS MiB", "right"),
                           ("size", "right"), ("gzip", "right"), ("top-1 %", "right"),
                           ("F1 %", "right"), ("agree %", "right")):
         table.add_column(name, justify=justify, no_wrap=name not in ("model", "status"))
@@ -174,17 +187,22 @@ def render_table(run: BenchRun, title: str = "edgefer bench"):
             escape(r.model), r.target, r.precision, r.device, str(r.threads), str(r.batch),
             status,
             _ms(lat.p50 if lat else None), _ms(lat.p90 if lat else None),
-            _ms(lat.p99 if lat else None),
+            _ms(lat.p99 if lat else None), _ms(r.call_ms.p50 if r.call_ms else None),
             "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}",
             "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
             size_text(r.size_bytes), size_text(r.size_gzip_bytes),
             _pct(r.accuracy.top1 if r.accuracy else None),
             _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
-    if reasons:
-        table.caption = "\n".join(f"[{i}] {escape(reason)}"
-                                   for i, reason in enumerate(reasons, 1))
-        table.caption_justify = "left"
+    caption = [LATENCY_LEGEND]
+    caption += [f"[{i}] {escape(reason)}" for i, reason in enumerate(reasons, 1)]
+    table.caption = "\n".join(caption)
+    table.caption_justify = "left"
     return table
+
+
+LATENCY_LEGEND = ("p50/p90/p99: the engine's run call with its input bound, per image (what "
+                  "litert-benchmark and benchmark_app time); call p50: predict() from Python, "
+                  "input conversion and output read back included.")
 
 
 # --- markdown ----------------------------------------------------------------------
@@ -222,16 +240,22 @@ def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
 
     out += ["## Latency, size and accuracy", "",
             "Per-image latency at batch 1 (warm-up excluded), fewest threads measured, "
-            "fastest first. Accuracy is top-1 on the evaluation split; agreement is the share "
+            "fastest first. Latency (p50/p90/p99, mean) is the engine's run call with its "
+            "input already bound, as the engines' own tools time it (`litert-benchmark`, "
+            "OpenVINO's `benchmark_app`); *call p50* is the round trip an application makes "
+            "from Python (input conversion, run, output read back), and *round trip* what "
+            "that adds. Accuracy is top-1 on the evaluation split; agreement is the share "
             "of images where a model's top-1 equals the reference model's.", ""]
     rows = latency_rows(run)
     out.append(_md_table(
         ("model", "target", "precision", "engine", "device", "threads", "p50 ms", "p90 ms",
-         "p99 ms", "mean ± std ms", "load ms", "first ms", "size", "gzip", "peak RSS MiB",
-         "top-1 %", "macro-F1 %", "agreement %"),
+         "p99 ms", "mean ± std ms", "call p50 ms", "round trip", "load ms", "first ms", "size",
+         "gzip", "peak RSS MiB", "top-1 %", "macro-F1 %", "agreement %"),
         [(r.model, r.target, r.precision, r.engine, r.device, r.threads, _ms(r.latency_ms.p50),
           _ms(r.latency_ms.p90), _ms(r.latency_ms.p99),
-          f"{_ms(r.latency_ms.mean)} ± {_ms(r.latency_ms.std)}", f"{r.latency_ms.load_ms:.0f}",
+          f"{_ms(r.latency_ms.mean)} ± {_ms(r.latency_ms.std)}",
+          _ms(r.call_ms.p50 if r.call_ms else None), overhead(r),
+          f"{r.latency_ms.load_ms:.0f}",
           _ms(r.latency_ms.first_ms), size_text(r.size_bytes), size_text(r.size_gzip_bytes),
           "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
           _pct(r.accuracy.top1 if r.accuracy else None),
@@ -245,14 +269,15 @@ def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
         if key in images:
             out += [f"![{caption}]({images[key]})", "", f"*{caption}*", ""]
 
-    out += ["## Every setting", "", "Throughput is images per second at that batch size; "
-            "latency is per image (batch time / batch).", ""]
+    out += ["## Every setting", "", "Throughput is images per second of the engine's run "
+            "calls at that batch size; latency is per image (batch time / batch).", ""]
     out.append(_md_table(
         ("model", "target", "precision", "device", "threads", "batch", "status", "p50 ms",
-         "img/s", "ran on"),
+         "call p50 ms", "img/s", "ran on"),
         [(r.model, r.target, r.precision, r.device, r.threads, r.batch,
           r.status.value + (f": {r.reason}" if r.reason else ""),
           _ms(r.latency_ms.p50 if r.latency_ms else None),
+          _ms(r.call_ms.p50 if r.call_ms else None),
           "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}", r.ran_on or "-")
          for r in run.results]))
     out.append("")

@@ -107,8 +107,9 @@ def band_weights(order: tuple[int, ...] = tuple(range(7))) -> np.ndarray:
 
 
 def make_band_onnx(path: Path, order: tuple[int, ...] = tuple(range(7)),
-                   info: ModelInfo | None = BAND_INFO) -> Path:
-    """A linear ONNX classifier of ``band_faces``; ``info`` None: no edgefer record."""
+                   info: ModelInfo | None = BAND_INFO, batch: int | str = "n") -> Path:
+    """A linear ONNX classifier of ``band_faces``; ``info`` None: no edgefer record;
+    ``batch`` an int: a static batch size."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -121,8 +122,8 @@ def make_band_onnx(path: Path, order: tuple[int, ...] = tuple(range(7)),
     ]
     graph = helper.make_graph(
         nodes, "band",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 48, 48, 1])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 7])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 48, 48, 1])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 7])],
         initializer=[numpy_helper.from_array(np.array([-1, 48 * 48], np.int64), "shape"),
                      numpy_helper.from_array(band_weights(order), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

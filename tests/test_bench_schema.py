@@ -12,6 +12,7 @@ import pytest
 
 from edgefer.bench.accuracy import score
 from edgefer.bench.results import (
+    SCHEMA_1_NOTE,
     SCHEMA_VERSION,
     Accuracy,
     BenchResult,
@@ -25,7 +26,7 @@ from edgefer.errors import ConfigError
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bench-schema.md"
 REQUIRED = ("target", "precision", "engine", "device", "threads", "batch", "status",
-            "latency_ms", "throughput_ips", "peak_rss_mb", "size_bytes", "accuracy",
+            "latency_ms", "call_ms", "throughput_ips", "peak_rss_mb", "size_bytes", "accuracy",
             "agreement")
 
 
@@ -37,11 +38,13 @@ def full_run() -> BenchRun:
     labels = rng.integers(0, 7, 100)
     acc = score(labels, np.where(rng.random(100) < 0.7, labels, 0))
     latency = LatencyStats.from_samples(rng.gamma(5, 0.2, 200), load_ms=12.5, first_ms=3.0)
+    call = LatencyStats.from_samples(rng.gamma(5, 0.25, 200), load_ms=12.5, first_ms=3.0)
     ok = BenchResult(model="m", target="tflite", precision="int8", engine="litert",
                      device="cpu", threads=1, batch=1, latency_ms=latency, throughput_ips=900.0,
                      peak_rss_mb=80.0, engine_rss_mb=20.0, size_bytes=1000,
                      size_gzip_bytes=800, accuracy=acc, agreement=0.97, ran_on="XNNPACK",
-                     context=context, latency_quantiles_ms=tuple(float(i) for i in range(101)))
+                     context=context, latency_quantiles_ms=tuple(float(i) for i in range(101)),
+                     call_ms=call)
     missing = BenchResult(model="m", target="onnx", precision="fp32", engine="onnxruntime",
                           device="gpu", threads=1, batch=1, status=Status.UNAVAILABLE,
                           reason="no CUDA")
@@ -64,8 +67,9 @@ def test_every_result_has_the_required_keys():
     for result in data["results"]:
         assert set(REQUIRED) <= set(result)
         assert result["status"] in {s.value for s in Status}
-    latency = data["results"][0]["latency_ms"]
-    assert {"p50", "p90", "p99", "mean", "std", "min", "max"} <= set(latency)
+    for key in ("latency_ms", "call_ms"):  # the engine's call and the round trip, alike
+        latency = data["results"][0][key]
+        assert {"p50", "p90", "p99", "mean", "std", "min", "max", "runs"} <= set(latency)
     accuracy = data["results"][0]["accuracy"]
     assert {"top1", "macro_f1", "per_class"} <= set(accuracy)
     assert {"precision", "recall", "f1", "support"} <= set(accuracy["per_class"]["angry"])
@@ -87,6 +91,22 @@ def test_older_files_without_new_fields_load():
     run = BenchRun.from_dict(data)
     assert run.results[0].role == "model"
     assert run.results[0].latency_quantiles_ms == ()
+
+
+def test_schema_1_latency_reads_back_as_the_round_trip():
+    """Schema 1 timed ``predict`` and called it ``latency_ms``: that is ``call_ms`` now."""
+    data = full_run().to_dict()
+    data["schema_version"] = 1
+    for result in data["results"]:
+        result.pop("call_ms")
+    adb = {**data["results"][0], "engine": "benchmark_model"}
+    data["results"].append(adb)
+    run = BenchRun.from_dict(data)
+    old = full_run().results[0].latency_ms
+    assert run.results[0].call_ms == old and run.results[0].latency_ms is None
+    assert run.results[0].latency_quantiles_ms == ()
+    assert run.results[2].latency_ms == old  # benchmark_model timed the engine already
+    assert SCHEMA_1_NOTE in run.notes
 
 
 @pytest.mark.parametrize("cls", [BenchResult, LatencyStats, Accuracy, ClassScore, Context])

@@ -52,6 +52,19 @@ def test_fail():
         enforce(parse_budget("p90_ms<=3,top1>=0.69"), results)
 
 
+def test_latency_terms_check_the_engine_and_call_terms_the_round_trip():
+    engine = LatencyStats(p50=1.0, p90=1.2, p99=1.5, mean=1.1, std=0.1, min=0.9, max=2.0,
+                          runs=100)
+    call = replace(engine, p50=1.6, p90=1.9, p99=2.5, mean=1.7)
+    timed = result(latency_ms=engine, call_ms=call)
+    assert check(parse_budget("p50_ms<=1.2,p90_ms<1.3,mean_ms<1.2"), [timed]) == []
+    violations = check(parse_budget("call_p50_ms<=1.2,call_p90_ms<1.3,call_p99_ms<=2,"
+                                    "call_mean_ms<1.2"), [timed])
+    assert [v.actual for v in violations] == [1.6, 1.9, 2.5, 1.7]
+    unmeasured = check(parse_budget("call_p50_ms<=5"), [result()])
+    assert unmeasured[0].message == "call_p50_ms was not measured"
+
+
 def test_boundaries_strict_and_not():
     assert check(parse_budget("p90_ms<=2.5"), [result()]) == []
     assert len(check(parse_budget("p90_ms<2.5"), [result()])) == 1

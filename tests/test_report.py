@@ -44,6 +44,8 @@ def test_write_report_files(tmp_path):
     assert len(rows) == len(run.results)
     assert rows[-1]["status"] == "unavailable" and rows[-1]["p50_ms"] == ""
     assert float(rows[1]["p50_ms"]) == round(run.results[1].latency_ms.p50, 4)
+    assert float(rows[1]["call_p50_ms"]) == round(run.results[1].call_ms.p50, 4)
+    assert rows[-1]["call_p50_ms"] == ""
     page = (tmp_path / "bench.md").read_text()
     assert "img/pareto.png" in page and "img/confusion.png" in page
     assert "a note" in page
@@ -56,6 +58,15 @@ def test_markdown_lists_fastest_first_and_skips_failed_rows():
     # the fp16 row is ten times slower than the others: it comes last
     assert table.index("| int8 |") < table.index("| fp16 |")
     assert "unavailable: no CUDA" in page
+
+
+def test_markdown_shows_the_round_trip_beside_the_engine():
+    run = full_run()
+    row = run.results[0]
+    page = markdown(run)
+    extra = row.call_ms.p50 - row.latency_ms.p50
+    assert f"{extra:+.3f} ms ({100 * extra / row.latency_ms.p50:+.0f}%)" in page
+    assert "call p50 ms" in page and "litert-benchmark" in page
 
 
 def test_confusion_pair_is_float_then_int8():
@@ -74,6 +85,7 @@ def test_rich_table_shows_status_and_reason():
     console.print(render_table(run))
     text = console.export_text()
     assert "unavailable [1]" in text and "[1] no CUDA" in text
+    assert "call p50" in text and "the engine's run call" in text
     assert f"{100 * run.results[1].accuracy.top1:.1f}" in text
 
 

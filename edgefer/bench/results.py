@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 
-SCHEMA_VERSION = 1
+# 2: ``latency_ms`` is the engine's run call alone (it was the Python round trip, which is
+# now ``call_ms``); schema-1 files read back with their latency as ``call_ms``
+SCHEMA_VERSION = 2
 
 
 class Status(str, Enum):
@@ -21,7 +23,7 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Per-image latency at batch 1, in milliseconds."""
+    """Per-image latency in milliseconds (time per call / batch)."""
 
     p50: float
     p90: float
@@ -96,8 +98,10 @@ class BenchResult:
     batch: int
     status: Status = Status.OK
     reason: str = ""
+    # the engine's run call with its input bound (what litert-benchmark, benchmark_app and
+    # benchmark_model time): the headline
     latency_ms: LatencyStats | None = None
-    throughput_ips: float | None = None
+    throughput_ips: float | None = None  # images/s over the timed engine calls
     peak_rss_mb: float | None = None
     size_bytes: int = 0
     size_gzip_bytes: int = 0
@@ -108,6 +112,8 @@ class BenchResult:
     role: str = "model"  # model | reference | baseline (another project's model)
     engine_rss_mb: float | None = None  # peak_rss_mb less the worker's own before loading
     latency_quantiles_ms: tuple[float, ...] = ()  # per-image latency at 0,1,..,100 percent
+    # the Python round trip an application makes: input conversion, run, output read back
+    call_ms: LatencyStats | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -118,8 +124,9 @@ class BenchResult:
     def from_dict(cls, data: dict) -> BenchResult:
         values = {f.name: data.get(f.name) for f in fields(cls) if f.name in data}
         values["status"] = Status(data.get("status", "ok"))
-        if data.get("latency_ms"):
-            values["latency_ms"] = LatencyStats(**data["latency_ms"])
+        for key in ("latency_ms", "call_ms"):
+            if data.get(key):
+                values[key] = LatencyStats(**data[key])
         if data.get("accuracy"):
             acc = dict(data["accuracy"])
             acc["per_class"] = {k: ClassScore(**v) for k, v in acc["per_class"].items()}
@@ -155,5 +162,24 @@ class BenchRun:
         if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
             raise ConfigError(f"bench JSON schema {data['schema_version']} is newer than this "
                               f"edgefer understands ({SCHEMA_VERSION}); upgrade edgefer")
-        return cls(tuple(BenchResult.from_dict(r) for r in data["results"]),
-                   Context(**data["context"]), tuple(data.get("notes", ())))
+        results = tuple(BenchResult.from_dict(r) for r in data["results"])
+        notes = tuple(data.get("notes", ()))
+        if int(data.get("schema_version", 0)) < 2:
+            results = tuple(_from_schema_1(r) for r in results)
+            notes += (SCHEMA_1_NOTE,)
+        return cls(results, Context(**data["context"]), notes)
+
+
+SCHEMA_1_NOTE = ("read from a schema-1 report (an older edgefer): its latency is the Python "
+                 "round trip (call_ms); the engine's latency was not measured")
+
+
+def _from_schema_1(result: BenchResult) -> BenchResult:
+    """A schema-1 result: its ``latency_ms`` timed ``predict``, which is now ``call_ms``;
+    a ``benchmark_model`` row (adb) timed the engine and stays as it is."""
+    from dataclasses import replace
+
+    if result.engine == "benchmark_model" or result.latency_ms is None:
+        return result
+    return replace(result, call_ms=result.latency_ms, latency_ms=None,
+                   latency_quantiles_ms=())

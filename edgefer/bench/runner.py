@@ -324,20 +324,28 @@ def outcome_rows(row: BenchResult, outcome: MeasureOutcome,
         quantiles: tuple[float, ...] = ()
         if samples is not None and len(samples):
             per_image = np.asarray(samples) / batch
-            latency = LatencyStats.from_samples(per_image, load_ms=outcome.load_ms,
-                                                first_ms=outcome.first_ms)
+            latency = _stats(per_image, outcome)
             throughput = float(batch * len(samples) / (np.sum(samples) / 1000.0))
             quantiles = tuple(round(float(q), 5) for q in np.percentile(per_image, QUANTILES))
+        calls = outcome.call_samples_ms.get(batch)
+        call = _stats(np.asarray(calls) / batch, outcome) if calls is not None and len(calls) \
+            else None
         out.append(replace(row, batch=batch, status=status, reason=reason, latency_ms=latency,
                            throughput_ips=throughput, peak_rss_mb=outcome.peak_rss_mb,
                            engine_rss_mb=engine_rss, ran_on=outcome.ran_on,
                            engine=outcome.engine or row.engine,
-                           latency_quantiles_ms=quantiles))
+                           latency_quantiles_ms=quantiles, call_ms=call))
     return out
 
 
+def _stats(per_image: np.ndarray, outcome: MeasureOutcome) -> LatencyStats:
+    return LatencyStats.from_samples(per_image, load_ms=outcome.load_ms,
+                                     first_ms=outcome.first_ms)
+
+
 def _warnings(results: Sequence[BenchResult]) -> list[str]:
-    noisy = [r for r in results if r.latency_ms is not None and r.latency_ms.noisy]
+    noisy = [r for r in results if any(s is not None and s.noisy
+                                       for s in (r.latency_ms, r.call_ms))]
     if not noisy:
         return []
     names = ", ".join(sorted({f"{r.model} ({r.device}, {r.threads}t, b{r.batch})"

@@ -4,6 +4,10 @@ A budget is a comma-separated list of terms ``METRIC OP NUMBER``. Every result t
 (status ok or fallback) must meet every term; a failed result, or a metric the run did not
 measure (``top1`` without test data), is a violation too, so a CI gate never passes by
 accident. Results whose engine or device is unavailable are skipped.
+
+``p50_ms``... check the engine's latency (``latency_ms``: its run call with the input
+bound, as the engines' own benchmark tools time it); ``call_p50_ms``... check the Python
+round trip an application makes (``call_ms``).
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from edgefer.bench.results import BenchResult, Status
 from edgefer.errors import BudgetError, ConfigError
 
 
-def _latency(name: str) -> Callable[[BenchResult], float | None]:
-    return lambda r: getattr(r.latency_ms, name) if r.latency_ms is not None else None
+def _latency(name: str, field: str = "latency_ms") -> Callable[[BenchResult], float | None]:
+    def value(result: BenchResult) -> float | None:
+        stats = getattr(result, field)
+        return getattr(stats, name) if stats is not None else None
+    return value
 
 
 def _accuracy(name: str) -> Callable[[BenchResult], float | None]:
@@ -32,6 +39,10 @@ METRICS: dict[str, Callable[[BenchResult], float | None]] = {
     "p90_ms": _latency("p90"),
     "p99_ms": _latency("p99"),
     "mean_ms": _latency("mean"),
+    "call_p50_ms": _latency("p50", "call_ms"),
+    "call_p90_ms": _latency("p90", "call_ms"),
+    "call_p99_ms": _latency("p99", "call_ms"),
+    "call_mean_ms": _latency("mean", "call_ms"),
     "top1": _accuracy("top1"),
     "macro_f1": _accuracy("macro_f1"),
     "size_mb": lambda r: r.size_bytes / 1e6 if r.size_bytes else None,  # MB as printed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -80,9 +81,36 @@ class Runtime(ABC):
         out = np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), np.float32)
         return to_probabilities(out)
 
+    def bound_run(self, batch: np.ndarray) -> Callable[[], object]:
+        """The engine's own run call with ``batch`` already bound as its input.
+
+        Calling the result runs the model once on ``batch`` and does nothing else: no input
+        conversion or copy, no output fetched. That is what the engines' benchmark tools
+        time (``litert-benchmark``, ``benchmark_app``, ``benchmark_model``), edgefer's
+        ``latency_ms``; ``predict`` is the round trip an application makes (``call_ms``).
+        It stays valid until the next ``predict`` with another batch size. A file with a
+        static batch of 1 runs a larger batch as one call per image, as ``predict`` does.
+        Engines without a lower-level call time ``predict``.
+        """
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return lambda: self._run(x)
+
     def predict_faces(self, faces: np.ndarray) -> np.ndarray:
         """Class probabilities for uint8 gray faces, with the model's own preprocessing."""
         return self.predict(self.info.preprocess(faces))
+
+
+def run_in_chunks(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
+                  size: int) -> np.ndarray:
+    """``run`` over ``batch`` in chunks of a file's static batch ``size``, the last padded."""
+    out = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start:start + size]
+        count = len(chunk)
+        if count < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, axis=0)])
+        out.append(run(chunk)[:count])
+    return np.concatenate(out)
 
 
 def to_probabilities(out: np.ndarray) -> np.ndarray:

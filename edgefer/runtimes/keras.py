@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,35 @@ class KerasRuntime(Runtime):
     def ran_on(self) -> str:
         return f"TensorFlow {self._device.strip('/')}"
 
+    def _function(self):
+        from edgefer._tf import tf
+
+        if self._call is None:
+            self._call = tf().function(lambda x: self.model(x, training=False),
+                                       reduce_retracing=True)
+        return self._call
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         from edgefer._tf import tf
 
         tf_ = tf()
-        if self._call is None:
-            self._call = tf_.function(lambda x: self.model(x, training=False),
-                                      reduce_retracing=True)
         with tf_.device(self._device):
-            return self._call(tf_.constant(batch)).numpy()
+            return self._function()(tf_.constant(batch)).numpy()
+
+    def bound_run(self, batch: np.ndarray) -> Callable[[], object]:
+        """The traced function on a tensor made once; on a GPU the result is read back,
+        since TensorFlow returns before the GPU has finished."""
+        from edgefer._tf import tf
+
+        tf_ = tf()
+        call = self._function()
+        gpu = "GPU" in self._device
+        with tf_.device(self._device):
+            x = tf_.constant(np.ascontiguousarray(batch, dtype=np.float32))
+
+        def engine_call() -> None:
+            with tf_.device(self._device):
+                y = call(x)
+            if gpu:
+                y.numpy()
+        return engine_call

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
 from edgefer.preprocess import ModelInfo
-from edgefer.runtimes.base import Device, Engine, Runtime, RuntimeOptions, resolve_info
+from edgefer.runtimes.base import (
+    Device,
+    Engine,
+    Runtime,
+    RuntimeOptions,
+    resolve_info,
+    run_in_chunks,
+)
 
 
 def interpreter_module():
@@ -45,6 +53,10 @@ class LiteRTRuntime(Runtime):
         self._input = interpreter.get_input_details()[0]
         self._output = interpreter.get_output_details()[0]
         self._batch = int(self._input["shape"][0])
+        # a file exported with a static batch (shape signature without -1) runs one call
+        # per image: its graph may hold the batch in constants (reshapes) that a resize breaks
+        signature = self._input.get("shape_signature", self._input["shape"])
+        self._fixed_batch = int(signature[0]) if len(signature) and signature[0] > 0 else None
 
     @classmethod
     def load(cls, path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
@@ -84,10 +96,28 @@ class LiteRTRuntime(Runtime):
             self._batch = batch
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self._fixed_batch and len(batch) != self._fixed_batch:
+            return run_in_chunks(self._run, batch, self._fixed_batch)
         self._resize(len(batch))
         self._interp.set_tensor(self._input["index"], quantize(batch, self._input))
         self._interp.invoke()
         return dequantize(self._interp.get_tensor(self._output["index"]), self._output)
+
+    def bound_run(self, batch: np.ndarray) -> Callable[[], object]:
+        """``invoke`` with the (quantized) input set once, before timing."""
+        calls = 1
+        if self._fixed_batch and len(batch) != self._fixed_batch:
+            calls = -(-len(batch) // self._fixed_batch)
+            batch = np.resize(batch, (self._fixed_batch, *batch.shape[1:]))
+        self._resize(len(batch))
+        self._interp.set_tensor(self._input["index"],
+                                quantize(np.asarray(batch, np.float32), self._input))
+        invoke = self._interp.invoke
+
+        def engine_call() -> None:
+            for _ in range(calls):
+                invoke()
+        return engine_call
 
 
 # a thousandth of a quantization level: enough to round exact halves up past float32 error

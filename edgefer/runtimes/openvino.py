@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
 from edgefer.preprocess import ModelInfo
-from edgefer.runtimes.base import Device, Engine, Runtime, RuntimeOptions, resolve_info
+from edgefer.runtimes.base import (
+    Device,
+    Engine,
+    Runtime,
+    RuntimeOptions,
+    resolve_info,
+    run_in_chunks,
+)
 
 
 def openvino():
@@ -51,9 +59,15 @@ class OpenVINORuntime(Runtime):
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelError(f"{path}: OpenVINO cannot read it ({exc})") from exc
         runtime = cls(path, resolve_info(path, info), options, core, model, device)
-        runtime._compile(int(model.inputs[0].partial_shape[0].get_length())
-                         if model.inputs[0].partial_shape[0].is_static else 1)
+        runtime._compile(runtime._fixed_batch or 1)
         return runtime
+
+    @property
+    def _fixed_batch(self) -> int | None:
+        """The batch of a file exported with a static one; larger batches run in chunks
+        of it (the graph may hold it in constants that a reshape would break)."""
+        dim = self._model.inputs[0].partial_shape[0]
+        return int(dim.get_length()) if dim.is_static else None
 
     def _config(self) -> dict:
         import openvino.properties.hint as hints
@@ -90,5 +104,24 @@ class OpenVINORuntime(Runtime):
         return "OpenVINO " + ", ".join(devices)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        fixed = self._fixed_batch
+        if fixed and len(batch) != fixed:
+            return run_in_chunks(self._run, batch, fixed)
         compiled = self._compile(len(batch))
         return np.asarray(compiled([batch])[compiled.outputs[0]], dtype=np.float32)
+
+    def bound_run(self, batch: np.ndarray) -> Callable[[], object]:
+        """``InferRequest.infer`` on an input tensor set once, before timing."""
+        calls, fixed = 1, self._fixed_batch
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if fixed and len(x) != fixed:
+            calls = -(-len(x) // fixed)
+            x = np.ascontiguousarray(np.resize(x, (fixed, *x.shape[1:])))
+        request = self._compile(len(x)).create_infer_request()
+        request.set_input_tensor(openvino().Tensor(x))
+        infer = request.infer
+
+        def engine_call() -> None:
+            for _ in range(calls):
+                infer(share_outputs=True)
+        return engine_call
