@@ -11,6 +11,7 @@ import click
 
 from edgefer import __version__
 from edgefer.errors import EdgeferError
+from edgefer.interrupts import interrupts_raise
 
 
 def friendly(func):
@@ -18,7 +19,8 @@ def friendly(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with interrupts_raise():  # SIGTERM cleans up as Ctrl-C does
+                return func(*args, **kwargs)
         except EdgeferError as exc:
             raise click.ClickException(_one_line(str(exc))) from exc
         except OSError as exc:  # a disk or folder problem edgefer did not foresee

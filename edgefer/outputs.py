@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from edgefer.errors import OutputError
+from edgefer.interrupts import signals_held
 
 # the inputs of the command that runs in this process: real path -> (device, inode)
 _INPUTS: dict[str, tuple[int, int]] = {}
@@ -178,3 +179,22 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_bytes(path: Path, data: bytes) -> None:
     with PartialFile(path) as partial:
         partial.tmp.write_bytes(data)
+
+
+def publish(staged: list[Path], staging: Path, folder: Path,
+            remove: Iterable[Path] = ()) -> list[Path]:
+    """Move ``staged`` files (under ``staging``) to the same places under ``folder``, as one
+    unit: every target is checked first (``output_file``), then all are renamed in quick
+    succession with Ctrl-C and SIGTERM held back, and ``remove`` (an earlier run's files
+    this one does not make) go in the same step. Returns the new paths, in order."""
+    finals = [folder / file.relative_to(staging) for file in staged]
+    targets = [output_file(final) for final in finals]
+    removed = [output_file(old) for old in remove]
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with signals_held():
+        for file, target in zip(staged, targets, strict=True):
+            os.replace(file, target)
+        for old in removed:
+            old.unlink(missing_ok=True)
+    return finals

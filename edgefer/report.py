@@ -9,17 +9,20 @@ import csv
 import io
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from edgefer.bench.results import BenchResult, BenchRun, Status
 from edgefer.errors import ConfigError
-from edgefer.outputs import write_text_atomic
+from edgefer.outputs import publish, write_text_atomic
 
 JSON_NAME = "bench.json"
 CSV_NAME = "bench.csv"
 MARKDOWN_NAME = "bench.md"
 IMAGE_DIR = "img"
+PLOT_NAMES = ("pareto", "latency", "confusion")  # write_plots' files: IMAGE_DIR/NAME.png
 
 CSV_COLUMNS = (
     "model", "role", "target", "precision", "engine", "device", "threads", "batch", "status",
@@ -80,13 +83,22 @@ def write_csv(run: BenchRun, path: str | os.PathLike) -> Path:
 
 
 def write_report(run: BenchRun, folder: str | os.PathLike) -> list[Path]:
-    """``bench.json``, ``bench.csv``, ``bench.md`` and its pictures under ``folder``."""
+    """``bench.json``, ``bench.csv``, ``bench.md`` and its pictures under ``folder``, as one
+    unit: made in a staging folder, then moved into place together (``outputs.publish``),
+    so an interrupted or failed report leaves the previous one whole; an earlier plot this
+    run does not make is removed with it."""
     folder = Path(folder)
-    written = [write_json(run, folder / JSON_NAME), write_csv(run, folder / CSV_NAME)]
-    images = write_plots(run, folder / IMAGE_DIR)
-    page = write_text_atomic(folder / MARKDOWN_NAME, markdown(
-        run, {k: p.relative_to(folder).as_posix() for k, p in images.items()}))
-    return [*written, page, *images.values()]
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bench-partial-", dir=folder))
+    try:
+        written = [write_json(run, staging / JSON_NAME), write_csv(run, staging / CSV_NAME)]
+        images = write_plots(run, staging / IMAGE_DIR)
+        page = write_text_atomic(staging / MARKDOWN_NAME, markdown(
+            run, {k: p.relative_to(staging).as_posix() for k, p in images.items()}))
+        stale = [folder / IMAGE_DIR / f"{name}.png" for name in PLOT_NAMES if name not in images]
+        return publish([*written, page, *images.values()], staging, folder, remove=stale)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- what goes into tables and plots -------------------------------------------------

@@ -194,3 +194,33 @@ def test_a_reference_that_fails_is_a_failed_row_and_the_reports_are_written(file
     assert all(r["agreement"] is None and r["accuracy"] for r in rows if r["model"] == "band")
     assert {p.name for p in (tmp_path / "rep").iterdir()} >= {"bench.json", "bench.md"}
     assert "broken.onnx failed: agreement not measured" in result.output
+
+
+def test_sigterm_removes_the_temporary_folders_as_ctrl_c_does(files, tmp_path):
+    """What a device's cleanup sends (kill -TERM) must leave no /tmp/edgefer-bench-* behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgefer", "bench", str(files["model"]), "--min-time", "60",
+             "--warmup", "0", "--threads", "1", "--batch", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp.glob("edgefer-bench-*/worker.log")):  # a worker is measuring
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "interrupted" in log.read_text()
+    assert list(tmp.glob("edgefer-bench-*")) == []  # (engines leave their own files)

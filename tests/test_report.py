@@ -95,3 +95,36 @@ def test_plots_skip_without_latency(tmp_path):
     written = write_report(only_missing, tmp_path)
     assert not any(p.suffix == ".png" for p in written)
     assert only_missing.results[0].status is Status.UNAVAILABLE
+
+
+# --- a report is one unit (issue 16, item 9) ----------------------------------------------
+
+def test_an_interrupted_report_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import pytest
+
+    import edgefer.report as report
+
+    first = write_report(run_with_int8_and_float(), tmp_path)
+    before = {p: p.read_bytes() for p in first}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after the JSON, CSV and plots were made
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "markdown", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(replace(full_run(), notes=("a second run",)), tmp_path)
+    assert {p: p.read_bytes() for p in first} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.csv", "bench.json",
+                                                          "bench.md", "img"]
+
+
+def test_a_new_report_takes_away_the_old_reports_plots_it_does_not_make(tmp_path):
+    write_report(run_with_int8_and_float(), tmp_path)
+    assert (tmp_path / "img" / "confusion.png").exists()
+    run = run_with_int8_and_float()
+    no_accuracy = replace(run, results=tuple(replace(r, accuracy=None, agreement=None)
+                                             for r in run.results))
+    written = write_report(no_accuracy, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == sorted(
+        p.name for p in written if p.suffix == ".png")
+    assert "confusion.png" not in (tmp_path / "bench.md").read_text()

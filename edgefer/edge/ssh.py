@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from edgefer.bench.results import BenchRun, Context
 from edgefer.errors import ConfigError, ModelError, RemoteError
+from edgefer.interrupts import interrupts_raise
 
 REMOTE_PYTHON_ENV = "EDGEFER_REMOTE_PYTHON"
 SSH_CONFIG_ENV = "EDGEFER_SSH_CONFIG"
@@ -496,24 +497,6 @@ class RemoteSession:
             return
         self.call(sh(CLEANUP_SH, self.folder), 60)
         self.folder = None
-
-
-@contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """SIGTERM (and SIGHUP) raise KeyboardInterrupt like SIGINT does, so ``finally`` runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 @contextmanager
