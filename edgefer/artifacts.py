@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from edgefer.errors import EngineMissingError, ModelError
+from edgefer.errors import ConfigError, EngineMissingError, ModelError
 from edgefer.preprocess import ModelInfo
 
 METADATA_KEY = "edgefer"
@@ -119,13 +119,27 @@ def read_info(path: str | os.PathLike) -> ModelInfo | None:
         if not is_model_dir(path):
             raise ModelError(f"{path}: unknown model format (expected .tflite, .onnx, "
                              ".xml or an edgefer model folder)")
-        return ModelInfo.from_dict(read_record(path)["info"])
+        return info_from_record(path, read_record(path).get("info"))
     if not raw:
         return None
     try:
-        return ModelInfo.from_dict(json.loads(raw))
+        record = json.loads(raw)
     except ValueError as exc:
         raise ModelError(f"{path}: unreadable edgefer metadata ({exc})") from exc
+    except RecursionError:
+        raise ModelError(f"{path}: unreadable edgefer metadata (nested too deeply)") from None
+    return info_from_record(path, record)
+
+
+def info_from_record(path: str | os.PathLike, record: object) -> ModelInfo:
+    """The ModelInfo of a model's record, checked (a NaN scale, a missing field): a
+    ModelError naming the model otherwise."""
+    try:
+        if not isinstance(record, dict):
+            raise ConfigError("not a JSON object")
+        return ModelInfo.from_dict(record)
+    except ConfigError as exc:
+        raise ModelError(f"{path}: invalid edgefer metadata ({exc})") from exc
 
 
 def _onnx_metadata(path: Path) -> str | None:

@@ -87,6 +87,9 @@ class Manifest:
             raise DataError(f"calibration manifest not found: {path}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"{path}: malformed calibration manifest ({exc})") from exc
+        except RecursionError:
+            raise DataError(f"{path}: malformed calibration manifest (nested too deeply)") \
+                from None
 
     def write(self, path: str | os.PathLike) -> Path:
         return write_text_atomic(path, self.to_json())

@@ -398,6 +398,7 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
     if on_target:
         from edgefer.edge.device_bench import DeviceBench, bench_on_device
 
+        _refuse_on_device()
         _check_outputs(list(models), options["json_path"], options["report_dir"])
         run = bench_on_device(models, on_target, profile, DeviceBench(
             threads=options["threads"], batches=options["batches"] if batch_given else None,
@@ -541,6 +542,23 @@ def _check_outputs(inputs: list, json_path: Path | None, report_dir: Path | None
     for path, folder in ((json_path, False), (report_dir, True), (exports_dir, True)):
         if path is not None:
             check_writable(path, folder=folder, inputs=inputs)
+
+
+def _refuse_on_device() -> None:
+    """bench --on measures the MODEL files on the device: the options that need FER2013,
+    other models or exports here are refused before anything is sent, not dropped."""
+    from edgefer.errors import ConfigError
+
+    ctx = click.get_current_context()
+    local_only = ("export_mode", "data_path", "split", "limit", "reference", "exports_dir")
+    given = [p.opts[0] for p in ctx.command.params
+             if p.name in local_only or (p.name or "").startswith("baseline")
+             if ctx.get_parameter_source(p.name) in (click.core.ParameterSource.COMMANDLINE,
+                                                     click.core.ParameterSource.ENVIRONMENT)]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not supported with --on, which measures "
+                          "latency, memory and size of the MODEL files on the device; run "
+                          "accuracy, baselines and exports here, without --on")
 
 
 def _emit_run(run, json_path: Path | None, report_dir: Path | None) -> None:

@@ -131,6 +131,20 @@ def load_split(source: str | os.PathLike, split: str, *, skip_bad: bool = False,
     return result
 
 
+def check_source(source: str | os.PathLike, split: str) -> None:
+    """DataError unless ``source`` is a FER2013 CSV or image folder that can hold ``split``;
+    quick (a CSV's header and first row, a folder's split folder), for checks before long
+    work."""
+    path = _resolve(source)
+    name = canonical_split(split)
+    if is_csv(path):
+        next(_csv_rows(path), None)
+    elif not path.is_dir():
+        raise DataError(f"{path} is neither a FER2013 CSV nor a folder")
+    elif _split_dir(path, name) is None:
+        raise DataError(f"{path} has no '{_FOLDER_NAMES[name][0]}' folder for split {name!r}")
+
+
 def available_splits(source: str | os.PathLike) -> list[str]:
     """The canonical names of the splits present in a source."""
     path = _resolve(source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,6 +29,11 @@ class Preprocess:
             raise ConfigError(f"input size must be 16..512, got {self.size}")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        for name, value in (("scale", self.scale), ("offset", self.offset)):
+            if not math.isfinite(value):
+                raise ConfigError(f"input {name} must be a finite number, got {value}")
+        if self.scale == 0:
+            raise ConfigError("input scale must not be 0 (every face would be the same)")
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)

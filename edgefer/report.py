@@ -45,6 +45,8 @@ def read_json(path: str | os.PathLike) -> BenchRun:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable bench JSON ({exc})") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: unreadable bench JSON (nested too deeply)") from None
     return BenchRun.from_dict(data)
 
 

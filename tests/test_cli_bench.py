@@ -224,3 +224,10 @@ def test_sigterm_removes_the_temporary_folders_as_ctrl_c_does(files, tmp_path):
         proc.kill()
     assert proc.returncode == 1 and "interrupted" in log.read_text()
     assert list(tmp.glob("edgefer-bench-*")) == []  # (engines leave their own files)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_min_time_must_be_a_finite_number_of_seconds(files, value):
+    result = CliRunner().invoke(main, ["bench", str(files["model"]), "--min-time", value])
+    assert result.exit_code == 1
+    assert "min time must be 0 or more seconds" in result.output

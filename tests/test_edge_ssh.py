@@ -432,3 +432,34 @@ def test_cli_malformed_budget_fails_before_connecting(tiny_tflite):
     assert done.returncode != 0
     assert "unknown metric 'p90'" in done.stderr
     assert "cannot reach" not in done.stderr
+
+
+# --- bench --on: what it cannot carry is refused, bad numbers before any upload ----------
+
+@pytest.mark.parametrize(("extra", "told"), [
+    (["--data", "fer.csv"], "--data: not supported with --on"),
+    (["--limit", "10"], "--limit: not supported with --on"),
+    (["--reference", "m.tflite"], "--reference: not supported with --on"),
+    (["--baseline", "m.tflite", "--baseline-name", "b"], "--baseline, --baseline-name: not"),
+    (["--export", "all"], "--export: not supported with --on"),
+    (["--threads", "0"], "threads must be at least 1"),
+    (["--batch", "1,x"], "batch sizes must be whole numbers"),
+    (["--min-time", "nan"], "min time must be 0 or more seconds, got nan"),
+])
+def test_bench_on_refuses_before_connecting(tmp_path, monkeypatch, extra, told):
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    def no_ssh(*args, **kwargs):
+        raise AssertionError("ssh was called")
+
+    monkeypatch.setattr("edgefer.edge.ssh.RemoteSession.call", no_ssh)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.tflite").write_bytes(b"model")
+    (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n")
+    result = CliRunner().invoke(main, ["bench", "m.tflite", "--on", "ssh://pi@pi.local",
+                                       *extra])
+    assert result.exit_code != 0
+    assert told in result.output, result.output
+    assert "ssh was called" not in repr(result.exception)

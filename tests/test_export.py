@@ -294,3 +294,27 @@ def test_tflite_export_has_a_serving_signature(tiny_exports, reference):
     runner = module.Interpreter(model_path=str(path)).get_signature_runner("serving_default")
     (output,) = runner(face=read_info(path).preprocess(faces).astype(np.float32)).values()
     np.testing.assert_allclose(output, load_runtime(path).predict_faces(faces), atol=1e-5)
+
+
+@pytest.mark.parametrize(("args", "told"), [
+    (["--model", "{tmp}"], "is not an edgefer Keras model"),
+    (["--data", "{tmp}/missing"], "FER2013 not found at"),
+    (["--data", "{tmp}/fer.csv", "--calib", "{tmp}/missing.json"],
+     "calibration manifest not found"),
+])
+def test_export_checks_model_data_and_calib_before_tensorflow_loads(tmp_path, args, told):
+    """In a fresh process: a wrong --model, --data or --calib is an error in seconds,
+    and TensorFlow (tens of seconds to load) was never imported."""
+    import subprocess
+    import sys
+
+    (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n" + "3," + " ".join(["7"] * 2304)
+                                      + ",Training\n")
+    script = ("import sys\nfrom click.testing import CliRunner\nfrom edgefer.cli import main\n"
+              "r = CliRunner().invoke(main, sys.argv[1:])\n"
+              "print(r.exit_code, 'tensorflow' in sys.modules, r.output)\n")
+    argv = [a.format(tmp=tmp_path) for a in ["export", "--out", "{tmp}/out", *args]]
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.stdout.startswith("1 False "), done.stdout + done.stderr
+    assert told in done.stdout

@@ -66,3 +66,92 @@ def test_a_model_folder_is_named_as_such_not_missing(tmp_path):
         inspect_model(tmp_path)
     with pytest.raises(ModelError, match="model not found"):
         inspect_model(tmp_path / "nope.tflite")
+
+
+# --- model files that are not what they claim (issue 16, item 10) -----------------------
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_inspect_refuses_an_empty_or_graphless_onnx(tmp_path):
+    pytest.importorskip("onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    result = _invoke("inspect", empty)
+    assert result.exit_code == 1 and "empty (0 bytes)" in result.output
+    graphless = tmp_path / "graphless.onnx"
+    graphless.write_bytes(b"\x08\x08")  # a valid protobuf: ir_version 8, nothing else
+    result = _invoke("inspect", graphless)
+    assert result.exit_code == 1 and "not an ONNX model (it holds no graph)" in result.output
+    assert "int8" not in result.output
+
+
+def test_inspect_an_openvino_ir_whose_tensors_have_no_names(tmp_path):
+    ov = pytest.importorskip("openvino")
+    from openvino import opset13 as ops
+
+    parameter = ops.parameter([1, 48, 48, 1], np.float32)
+    ov.save_model(ov.Model([ops.result(ops.relu(parameter))], [parameter], "unnamed"),
+                  str(tmp_path / "unnamed.xml"))
+    xml = tmp_path / "unnamed.xml"
+    xml.write_text(xml.read_text().replace(' names="', ' dropped="'))  # tensors unnamed
+    result = _invoke("inspect", xml)
+    assert result.exit_code == 0, result.output
+    assert "Parameter" in result.output and "float32 [1, 48, 48, 1]" in result.output
+
+
+def _with_record(path, record: str):
+    import onnx
+
+    from edgefer.artifacts import METADATA_KEY
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, record
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_nan_scale_in_metadata_is_refused_when_loading(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from _bench_models import make_band_onnx
+
+    from edgefer.artifacts import read_info
+    from edgefer.errors import ModelError
+    from edgefer.preprocess import ModelInfo
+
+    record = ModelInfo().to_dict()
+    record["preprocess"]["scale"] = float("nan")
+    model = _with_record(make_band_onnx(tmp_path / "nan.onnx"), json.dumps(record))
+    with pytest.raises(ModelError, match="input scale must be a finite number, got nan"):
+        read_info(model)
+    face = tmp_path / "face.png"
+    import cv2
+
+    cv2.imwrite(str(face), np.full((48, 48), 99, np.uint8))
+    result = _invoke("predict", face, "--model", model, "--json", "--no-detect")
+    assert result.exit_code == 1 and "finite number" in result.output
+    assert "NaN" not in result.output
+
+
+def test_a_deeply_nested_model_record_is_a_clear_error(tmp_path):
+    from edgefer.artifacts import read_info
+    from edgefer.errors import ModelError
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "weights.h5").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"model\.json: unreadable model record \(nested"):
+        read_info(folder)
+    result = _invoke("predict", tmp_path, "--model", folder)
+    assert result.exit_code == 1 and "nested too deeply" in result.output
+    assert "RecursionError" not in result.output

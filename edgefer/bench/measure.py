@@ -6,6 +6,7 @@ is its own engine's and one engine's thread pools or crashes cannot touch the ne
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -38,7 +39,7 @@ class MeasureOptions:
             raise ConfigError(f"warmup must be 0 or more, got {self.warmup}")
         if self.min_runs < 1:
             raise ConfigError(f"min runs must be at least 1, got {self.min_runs}")
-        if self.min_time_s < 0:
+        if not math.isfinite(self.min_time_s) or self.min_time_s < 0:
             raise ConfigError(f"min time must be 0 or more seconds, got {self.min_time_s}")
         if self.max_time_s < self.min_time_s:
             raise ConfigError("max time must not be below min time")

@@ -40,6 +40,17 @@ class DeviceBench:
     remote_python: str | None = None
     benchmark_model: Path | None = None
 
+    def __post_init__(self) -> None:
+        """Checked here, before anything is sent to the device."""
+        from edgefer.bench.measure import MeasureOptions
+        from edgefer.bench.runner import parse_list
+
+        if self.threads is not None:
+            parse_list(self.threads, "threads")
+        if self.batches is not None:
+            parse_list(self.batches, "batch sizes")
+        MeasureOptions(warmup=self.warmup, min_runs=self.min_runs, min_time_s=self.min_time_s)
+
 
 def remote_bench_args(profile: DeviceProfile | None, bench: DeviceBench) -> list[str]:
     """The ``edgefer bench`` options run on an SSH device."""

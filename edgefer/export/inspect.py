@@ -43,6 +43,8 @@ def inspect_model(path: str | os.PathLike) -> Inspection:
                          f"or .xml); make one with: edgefer export --model {path}")
     if not path.is_file():
         raise ModelError(f"model not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty (0 bytes): not a model")
     from edgefer.artifacts import read_info
 
     info = read_info(path)
@@ -126,6 +128,8 @@ def _onnx(path: Path):
         model = onnx.load(str(path))
     except Exception as exc:
         raise ModelError(f"{path}: corrupt ONNX model ({exc})") from exc
+    if not model.graph.node:  # protobuf reads many non-ONNX bytes as an empty model
+        raise ModelError(f"{path}: not an ONNX model (it holds no graph)")
     inits = {i.name: i for i in model.graph.initializer}
     nodes = model.graph.node
     histogram = Counter(n.op_type for n in nodes)
@@ -186,8 +190,9 @@ def _openvino(path: Path):
 
     def describe(port) -> TensorInfo:
         shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
-        return TensorInfo(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).name,
-                          shape)
+        # a tensor may have no name (get_any_name raises): its node's name stands in
+        name = port.get_any_name() if port.get_names() else port.get_node().get_friendly_name()
+        return TensorInfo(name, np.dtype(port.get_element_type().to_dtype()).name, shape)
 
     return ("openvino", tuple(describe(p) for p in model.inputs),
             tuple(describe(p) for p in model.outputs), dict(histogram), dict(floating),

@@ -51,6 +51,21 @@ class LoadedModel:
 
 def load_source(model_path: str | os.PathLike, data: Path | None = None,
                 calib_manifest: Path | None = None) -> LoadedModel:
+    """Load the model for exports. The model's record, ``data`` and a ``calib_manifest``
+    asked for by name are checked first, before TensorFlow loads (tens of seconds)."""
+    from edgefer.data import check_source
+    from edgefer.model.store import check_record
+
+    _, info = check_record(model_path)
+    if data is not None:
+        check_source(data, "train")
+    calibration = _calibration_loader(calib_manifest, data, info)
+    if calib_manifest is not None:
+        if calibration is None:
+            raise ConfigError(f"--calib {calib_manifest} needs the FER2013 images it names: "
+                              "give --data PATH or set EDGEFER_FER2013")
+        calibration()  # cached: the exports reuse it
+
     from edgefer.model.mobilenetv3 import ModelConfig
     from edgefer.model.store import float_twin, load_model, read_record, weights_sha256
 
@@ -58,14 +73,8 @@ def load_source(model_path: str | os.PathLike, data: Path | None = None,
     config = ModelConfig(**read_record(model_path)["model"])
     twin = float_twin(model, config, keep_qat_ranges=True) if stage.quantized else model
     shape = (config.input_size, config.input_size, config.channels)
-    source = Source(model, twin, stage.quantized, shape,
-                    calibration=_calibration_loader(calib_manifest, data, info),
+    source = Source(model, twin, stage.quantized, shape, calibration=calibration,
                     validation=_validation_loader(data, info))
-    if calib_manifest is not None:  # asked for by name: check it now, not after conversions
-        if source.calibration is None:
-            raise ConfigError(f"--calib {calib_manifest} needs the FER2013 images it names: "
-                              "give --data PATH or set EDGEFER_FER2013")
-        source.calibration()
     return LoadedModel(Path(model_path), info.name, source, info, weights_sha256(model_path))
 
 

@@ -51,9 +51,14 @@ def is_model_dir(path: str | os.PathLike) -> bool:
 def read_record(path: str | os.PathLike) -> dict:
     file = model_dir(path) / CONFIG_NAME
     try:
-        return json.loads(file.read_text())
+        record = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"{file}: unreadable model record ({exc})") from exc
+    except RecursionError:
+        raise ModelError(f"{file}: unreadable model record (nested too deeply)") from None
+    if not isinstance(record, dict):
+        raise ModelError(f"{file}: unreadable model record (not a JSON object)")
+    return record
 
 
 def weights_sha256(path: str | os.PathLike) -> str:
@@ -101,15 +106,28 @@ def save_model(model, folder: str | os.PathLike, config, stage: Stage, info: Mod
     return folder
 
 
-def load_model(path: str | os.PathLike):
-    """(keras model, stage, ModelInfo) from an edgefer model folder."""
-    from edgefer.model.mobilenetv3 import ModelConfig
+def check_record(path: str | os.PathLike) -> tuple[Stage, ModelInfo]:
+    """A model folder's stage and ModelInfo, checked without TensorFlow (so that a wrong
+    --model fails before minutes of loading): ModelError naming what is wrong."""
+    from edgefer.artifacts import info_from_record
 
     record = read_record(path)
     try:
-        config = ModelConfig(**record["model"])
         stage = Stage(record["stage"])
-        info = ModelInfo.from_dict(record["info"])
+        if not isinstance(record["model"], dict):  # the architecture
+            raise TypeError("'model' is not an object")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: invalid model record ({exc})") from exc
+    return stage, info_from_record(path, record.get("info"))
+
+
+def load_model(path: str | os.PathLike):
+    """(keras model, stage, ModelInfo) from an edgefer model folder."""
+    stage, info = check_record(path)  # before TensorFlow loads
+    from edgefer.model.mobilenetv3 import ModelConfig
+
+    try:
+        config = ModelConfig(**read_record(path)["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: invalid model record ({exc})") from exc
     model = build_for_stage(config, stage)
