@@ -20,22 +20,22 @@ from edgefer.interrupts import signals_held
 
 # the inputs of the command that runs in this process: real path -> (device, inode)
 _INPUTS: dict[str, tuple[int, int]] = {}
+# what edgefer reads from a folder given as an input: an edgefer model's record and
+# weights, the CSV of a Kaggle FER2013 folder (the exports a model folder may hold are not
+# inputs: exporting into the model's own folder replaces them)
+FOLDER_INPUTS = ("model.json", "weights.h5", "fer2013.csv", "fer2013.csv.gz")
 
 
 def protect(inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Record the command's inputs, so that no output replaces them: files, the files
-    directly inside folders (an edgefer model folder's model.json, weights.h5), and the
-    .bin beside an OpenVINO .xml."""
+    """Record the command's inputs, so that no output replaces them: files, the .bin beside
+    an OpenVINO .xml, and a folder's FOLDER_INPUTS."""
     for item in inputs:
         if item is None:
             continue
         path = Path(item)
         files = [path, path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [path]
         if path.is_dir():
-            try:
-                files = list(path.iterdir())
-            except OSError:
-                continue
+            files = [path / name for name in FOLDER_INPUTS]
         for file in files:
             try:
                 st = os.stat(file)

@@ -172,3 +172,20 @@ def test_files_written_later_never_replace_an_input(tmp_path):
     with pytest.raises(OutputError, match="one of this command's inputs"):
         write_text_atomic(model, "report\n")
     assert model.read_text().startswith("an input")
+
+
+def test_a_model_folder_protects_its_record_and_weights_not_its_exports(tmp_path):
+    from edgefer.outputs import protect
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.json", "weights.h5", "model-int8.tflite"):
+        (folder / name).write_text(name)
+    result = CliRunner().invoke(main, ["bench", str(folder), "--json",
+                                       str(folder / "model.json")])
+    assert result.exit_code == 1 and "one of this command's inputs" in result.output
+    protect([folder])
+    with pytest.raises(OutputError, match="inputs"):
+        write_text_atomic(folder / "weights.h5", "x")
+    write_text_atomic(folder / "model-int8.tflite", "a new export")  # exports are outputs
+    assert (folder / "model.json").read_text() == "model.json"
