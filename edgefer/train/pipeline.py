@@ -17,20 +17,37 @@ _tf = tf()
 _keras = keras()
 
 
-def _augmenter(augment: Augment, seed: int):
-    layers = _keras.layers
-    steps = []
-    if augment.flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed))
-    if augment.rotation_deg:
-        steps.append(layers.RandomRotation(augment.rotation_deg / 360.0, fill_mode="reflect",
-                                           seed=seed + 1))
-    if augment.shift:
-        steps.append(layers.RandomTranslation(augment.shift, augment.shift,
-                                              fill_mode="reflect", seed=seed + 2))
-    if augment.zoom:
-        steps.append(layers.RandomZoom(augment.zoom, fill_mode="reflect", seed=seed + 3))
-    return _keras.Sequential(steps, name="augment") if steps else None
+def affine_augment(images, augment: Augment):
+    """Flip, rotation, shift and zoom of each image in one resampling pass.
+
+    Composing the four into one projective transform per image reads each image once
+    instead of once per transform (Keras' Random* layers), and resamples it once, so
+    the output is no blurrier than one bilinear step.
+    """
+    shape = _tf.shape(images)
+    n = shape[0]
+    h, w = _tf.cast(shape[1], _tf.float32), _tf.cast(shape[2], _tf.float32)
+    angle = _tf.random.uniform([n], -1.0, 1.0) * (augment.rotation_deg * np.pi / 180.0)
+    zoom = 1.0 + _tf.random.uniform([n], -augment.zoom, augment.zoom)
+    flip = (_tf.where(_tf.random.uniform([n]) < 0.5, -1.0, 1.0) if augment.flip
+            else _tf.ones([n]))
+    tx = _tf.random.uniform([n], -augment.shift, augment.shift) * w
+    ty = _tf.random.uniform([n], -augment.shift, augment.shift) * h
+    cos, sin = _tf.cos(angle) * zoom, _tf.sin(angle) * zoom
+    # output pixel (x, y) samples input pixel centre + A (x - cx, y - cy) + (tx, ty)
+    a0, a1, b0, b1 = flip * cos, -sin, flip * sin, cos
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    a2 = cx - a0 * cx - a1 * cy + tx
+    b2 = cy - b0 * cx - b1 * cy + ty
+    zeros = _tf.zeros([n])
+    transforms = _tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return _tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+def _has_geometry(augment: Augment) -> bool:
+    return bool(augment.flip or augment.rotation_deg or augment.shift or augment.zoom)
 
 
 def random_erasing(images, probability: float, max_fraction: float = 0.3):
@@ -74,12 +91,10 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training and len(x) >= batch_size)
     if training:
-        augmenter = _augmenter(augment, seed)
-
         def apply(*batch):
             images_, labels_ = batch[0], batch[1]
-            if augmenter is not None:
-                images_ = augmenter(images_, training=True)
+            if _has_geometry(augment):
+                images_ = affine_augment(images_, augment)
             if augment.erasing:
                 images_ = random_erasing(images_, augment.erasing)
             if augment.mixup:

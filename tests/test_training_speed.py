@@ -1,0 +1,100 @@
+"""Issue 19's training-speed work: the one-pass augmentation, the throughput benchmark, and
+the GPU training script (run on the CPU with tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.tf
+
+
+def _augment(images: np.ndarray, **fields) -> np.ndarray:
+    from edgefer.train.config import Augment
+    from edgefer.train.pipeline import affine_augment
+
+    settings = {"flip": False, "shift": 0.0, "rotation_deg": 0.0, "zoom": 0.0, **fields}
+    return affine_augment(images, Augment(**settings)).numpy()
+
+
+def _faces(n: int = 64) -> np.ndarray:
+    return np.random.default_rng(0).random((n, 48, 48, 1), dtype=np.float32)
+
+
+def test_no_geometry_is_the_identity():
+    faces = _faces(8)
+    np.testing.assert_array_equal(_augment(faces), faces)
+
+
+def test_flip_mirrors_about_half_the_faces_exactly():
+    faces = _faces()
+    out = _augment(faces, flip=True)
+    same = [np.array_equal(o, f) for o, f in zip(out, faces, strict=True)]
+    mirrored = [np.array_equal(o, f[:, ::-1]) for o, f in zip(out, faces, strict=True)]
+    assert all(s or m for s, m in zip(same, mirrored, strict=True))
+    assert 10 <= sum(mirrored) <= 54  # 64 fair coin flips
+
+
+def test_shift_moves_content_by_at_most_the_fraction():
+    faces = np.zeros((32, 48, 48, 1), np.float32)
+    faces[:, 24, 24] = 1.0  # one bright pixel in the middle
+    out = _augment(faces, shift=0.1)
+    for image in out[..., 0]:
+        y, x = np.unravel_index(np.argmax(image), image.shape)
+        assert abs(y - 24) <= 5 and abs(x - 24) <= 5
+    moved = [np.argmax(image) != 24 * 48 + 24 for image in out[..., 0]]
+    assert sum(moved) >= 16
+
+
+def test_rotation_and_zoom_keep_the_centre_and_the_range():
+    faces = _faces(16)
+    out = _augment(faces, rotation_deg=10.0, zoom=0.1)
+    assert out.shape == faces.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0  # bilinear, reflect fill: no new values
+    assert not np.array_equal(out, faces)
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_child_measures_a_configuration(synthetic_fer):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--child",
+         "fused-aug b128", "--data", str(synthetic_fer), "--images", "64", "--steps", "1"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["images"] == 128 and result["images_per_s"] > 0 and result["cpu_s"] > 0
+
+
+def _gpu_train(tmp_path: Path, data: Path, env: dict, *extra: str):
+    return subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_train.sh"), str(data), *extra],
+        capture_output=True, text=True, timeout=1200, check=False,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OUT": str(tmp_path / "out"), **env})
+
+
+@pytest.mark.slow
+def test_gpu_train_script_refuses_to_fall_back_to_the_cpu(tmp_path, synthetic_fer):
+    run = _gpu_train(tmp_path, synthetic_fer, {})
+    assert run.returncode == 3 and "no CUDA GPU" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_gpu_train_script_trains_every_stage_on_the_cpu_with_tiny_settings(tmp_path,
+                                                                           synthetic_fer):
+    run = _gpu_train(tmp_path, synthetic_fer, {"EDGEFER_GPU_OPTIONAL": "1"},
+                     "--epochs", "1", "--qat-epochs", "1", "--prune-epochs", "1",
+                     "--batch-size", "16", "--width", "0.25", "--limit", "300")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "run" / "summary.json").read_text())
+    assert set(summary["stages"]) == {"float", "qat", "prune", "pqat"}
+    assert (tmp_path / "out" / "run" / summary["final_stage"] / "model" / "model.json").is_file()
+    assert "wall seconds:" in (tmp_path / "out" / "train.log").read_text()
