@@ -260,6 +260,8 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
         source = f", INT8 from {r.int8_from}" if r.int8_from else ""
         click.echo(f"{r.path}  {size_text(r.size_bytes)}  parity {r.parity.agreement:.1%} "
                    f"top-1 agreement, max |dp| {r.parity.max_prob_diff:.3f}{source}")
+        if r.replaced:
+            click.echo(f"note: replaced the earlier {r.path}", err=True)
 
 
 @main.command("inspect")
@@ -508,8 +510,13 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
         if len(specs) > 1:
             raise ConfigError("--export all exports one model; give one MODEL folder")
         source = specs[0].path if specs else shipped_model()
+        before = set(Path(exports_dir).iterdir()) if Path(exports_dir).is_dir() else set()
         with _progress(export_count()) as step:
             exported, failed_exports = export_matrix(source, exports_dir, data, step)
+        replaced = [s.path.name for s in exported if s.path in before]
+        if replaced:
+            click.echo(f"note: replaced {len(replaced)} earlier export(s) in {exports_dir}: "
+                       + ", ".join(replaced), err=True)
         specs = [runner.ModelSpec(source), *exported]
     elif not specs and not baselines:
         raise ConfigError("give at least one MODEL, or --export all for the shipped model")

@@ -217,3 +217,67 @@ def test_benchmark_writes_to_a_run_folder_git_ignores(tiny_tflite, tmp_path, mon
     assert again.exit_code == 0, again.output
     assert "wrote the report to reports" in again.output
     assert (checkout / "reports" / "bench.json").is_file()
+
+
+# --- 17: exports never take each other's names, and a replaced file is announced ----------
+
+def test_every_int8_export_has_a_name_of_its_own():
+    from types import SimpleNamespace
+
+    from edgefer.export import ExportOptions
+    from edgefer.export.pipeline import LoadedModel, artifact_name
+
+    qat = LoadedModel(Path("m"), "m", SimpleNamespace(quantized=True), None, "")
+    ways = [
+        ("tflite", {}, "m-int8.tflite"),
+        ("tflite", {"int8_source": "calibrate"}, "m-int8-ptq.tflite"),
+        ("tflite", {"int8_graph": "pure"}, "m-int8-pure.tflite"),
+        ("tflite", {"io": "float"}, "m-int8-float-io.tflite"),
+        ("onnx", {}, "m-int8.onnx"),
+        ("onnx", {"int8_source": "calibrate"}, "m-int8-ptq.onnx"),
+        ("onnx", {"int8_source": "calibrate", "calib_method": "entropy"},
+         "m-int8-ptq-entropy.onnx"),
+        ("openvino", {}, "m-int8.xml"),
+        ("openvino", {"int8_source": "calibrate"}, "m-int8-ptq.xml"),
+    ]
+    for target, options, name in ways:
+        assert artifact_name(qat, ExportOptions(target, "int8", **options)) == name
+    float_model = LoadedModel(Path("f"), "f", SimpleNamespace(quantized=False), None, "")
+    assert artifact_name(float_model, ExportOptions("onnx", "int8")) == "f-int8-ptq.onnx"
+    assert artifact_name(qat, ExportOptions("onnx", "fp16")) == "m-fp16.onnx"
+
+
+def test_a_second_export_to_the_same_name_says_it_replaced_the_first(monkeypatch, tmp_path):
+    import tempfile
+    from types import SimpleNamespace
+
+    from onnx import TensorProto, helper
+
+    import edgefer.export.pipeline as pipeline
+    from edgefer.export import ExportOptions, Target
+    from edgefer.export.parity import Parity
+    from edgefer.preprocess import ModelInfo
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7])])
+    model = helper.make_model(graph).SerializeToString()
+    monkeypatch.setitem(pipeline.EXPORTERS, Target.ONNX, lambda source, options: model)
+    monkeypatch.setattr(pipeline, "check_parity", lambda *a, **k: Parity(10, 1.0, 0.0, 0.5))
+    loaded = pipeline.LoadedModel(Path("m"), "m", SimpleNamespace(quantized=True),
+                                  ModelInfo(name="m"), "abc")
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    qat = pipeline.export_model(loaded, ExportOptions("onnx", "int8"), out)
+    ptq = pipeline.export_model(loaded, ExportOptions("onnx", "int8", int8_source="calibrate"),
+                                out)
+    again = pipeline.export_model(loaded, ExportOptions("onnx", "int8"), out)
+    assert sorted(p.name for p in out.iterdir()) == ["m-int8-ptq.onnx", "m-int8.onnx"]
+    assert (qat.replaced, ptq.replaced, again.replaced) == (False, False, True)
+
+    import edgefer.export
+
+    monkeypatch.setattr(edgefer.export, "export_all", lambda *a, **k: iter([again]))
+    said = CliRunner().invoke(main, ["export", "--out", str(out)])
+    assert said.exit_code == 0, said.output
+    assert f"note: replaced the earlier {out / 'm-int8.onnx'}" in said.stderr

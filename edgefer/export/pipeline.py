@@ -36,6 +36,7 @@ class ExportResult:
     parity: Parity
     size_bytes: int
     int8_from: str = ""  # "qat" or "calibration" for INT8 exports
+    replaced: bool = False  # an earlier file of the same name was there
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,7 +120,23 @@ def artifact_info(loaded: LoadedModel, options: ExportOptions) -> ModelInfo:
 
 
 def artifact_name(loaded: LoadedModel, options: ExportOptions) -> str:
-    return f"{loaded.name}-{options.precision.value}{options.suffix}"
+    """``NAME-PRECISION``, and for INT8 what tells two exports apart: ``-ptq`` when
+    calibrated (with ONNX Runtime's method unless minmax), ``-pure`` and ``-float-io`` for
+    TFLite's other graph and I/O: ``edgefer-mnv3s-int8.tflite`` (from QAT),
+    ``edgefer-mnv3s-int8-ptq-entropy.onnx``."""
+    from edgefer.export.options import CalibMethod, IntGraph, IoType
+
+    parts = [loaded.name, options.precision.value]
+    if options.precision is Precision.INT8:
+        if not int8_from_qat(loaded.source, options):
+            parts.append("ptq")
+            if options.target is Target.ONNX and options.calib_method is not CalibMethod.MINMAX:
+                parts.append(options.calib_method.value)
+        if options.target is Target.TFLITE and options.int8_graph is IntGraph.PURE:
+            parts.append("pure")
+        if options.target is Target.TFLITE and options.io is IoType.FLOAT:
+            parts.append("float-io")
+    return "-".join(parts) + options.suffix
 
 
 def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.PathLike,
@@ -142,13 +159,14 @@ def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.
                 f"< {parity.threshold:.3f} on {parity.images} images (max probability "
                 f"difference {parity.max_prob_diff:.3f}); nothing written. Use --min-agreement "
                 "to override")
+        replaced = final.exists()
         size = _publish(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     int8_from = ""
     if options.precision is Precision.INT8:
         int8_from = "qat" if int8_from_qat(loaded.source, options) else "calibration"
-    return ExportResult(final, options, parity, size, int8_from)
+    return ExportResult(final, options, parity, size, int8_from, replaced)
 
 
 def _write(artifact, target: Target, info: ModelInfo, path: Path) -> Path:
