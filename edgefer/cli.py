@@ -256,12 +256,19 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
                          **options)
     from edgefer.report import size_text
 
+    parity = None
     for r in results:
         source = f", INT8 from {r.int8_from}" if r.int8_from else ""
         click.echo(f"{r.path}  {size_text(r.size_bytes)}  parity {r.parity.agreement:.1%} "
                    f"top-1 agreement, max |dp| {r.parity.max_prob_diff:.3f}{source}")
         if r.replaced:
             click.echo(f"note: replaced the earlier {r.path}", err=True)
+        parity = r.parity
+    if parity is not None:
+        faces = "random faces (no FER2013)" if parity.synthetic else "FER2013 training images"
+        click.echo(f"parity: on {parity.images} {faces}, the share whose top-1 class is the "
+                   "source Keras model's; max |dp|: the largest difference between the two "
+                   "models' probabilities for one class of one image (0 to 1)", err=True)
 
 
 @main.command("inspect")
@@ -585,6 +592,10 @@ def _emit_run(run, json_path: Path | None, report_dir: Path | None) -> None:
         plots = sum(p.suffix == ".png" for p in written)
         click.echo(f"wrote the report to {report_dir}: bench.md (open it), bench.json, "
                    f"bench.csv and {plots} plot(s)")
+        from edgefer.report import PLOTS_MISSING, plots_available
+
+        if not plots_available():
+            click.echo(f"note: {PLOTS_MISSING}", err=True)
 
 
 class _progress:

@@ -259,7 +259,8 @@ def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
             "OpenVINO's `benchmark_app`); *call p50* is the round trip an application makes "
             "from Python (input conversion, run, output read back), and *round trip* what "
             "that adds. Accuracy is top-1 on the evaluation split; agreement is the share "
-            "of images where a model's top-1 equals the reference model's.", ""]
+            "of images where a model's top-1 equals the reference model's"
+            + (f" (the reference: {run.reference})." if run.reference else "."), ""]
     rows = latency_rows(run)
     out.append(_md_table(
         ("model", "target", "precision", "engine", "device", "threads", "p50 ms", "p90 ms",
@@ -276,6 +277,8 @@ def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
           _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
          for r in rows]))
     out.append("")
+    if not images and rows and not plots_available():
+        out += [f"*{PLOTS_MISSING}.*", ""]
     for key, caption in (("pareto", "Accuracy vs latency (batch 1); the line joins the "
                                     "Pareto-optimal models."),
                          ("latency", "Per-image latency distributions at batch 1 (box: "
@@ -339,10 +342,27 @@ def _pyplot():
     return plt
 
 
+PLOTS_MISSING = ("plots not drawn: matplotlib is not installed (pip install 'edgefer[plots]'); "
+                 "bench.json, bench.csv and bench.md are complete without them")
+
+
+def plots_available() -> bool:
+    """matplotlib is an extra (``edgefer[plots]``): a runtime-only install has none."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # a module put in sys.modules as None
+        return False
+
+
 def write_plots(run: BenchRun, folder: str | os.PathLike) -> dict[str, Path]:
-    """PNG files for the report; a plot with nothing to show is skipped."""
+    """PNG files for the report; a plot with nothing to show is skipped, and all of them
+    without matplotlib."""
     folder = Path(folder)
     made: dict[str, Path] = {}
+    if not plots_available():
+        return made
     for name, plot in (("pareto", plot_pareto), ("latency", plot_latency),
                        ("confusion", plot_confusion)):
         path = folder / f"{name}.png"
@@ -368,6 +388,7 @@ def plot_pareto(run: BenchRun, path: Path) -> bool:
     if with_acc:
         front = pareto_front(list(zip(xs, ys, strict=True)))
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="gray", zorder=2)
+        ax.set_ylim(*accuracy_axis(ys))
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency per image, ms (batch 1, {rows[0].threads} thread(s), log)")
     ax.set_ylabel("top-1 accuracy, %" if with_acc else "model size, MB (no accuracy data)")
@@ -378,6 +399,18 @@ def plot_pareto(run: BenchRun, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# the Pareto plot's accuracy axis spans at least this many points, so that differences of
+# a few tenths (within noise on 3,589 images) do not fill the picture
+MIN_ACCURACY_SPAN = 5.0
+
+
+def accuracy_axis(ys: Sequence[float]) -> tuple[float, float]:
+    """Limits of the accuracy axis: every point, at least MIN_ACCURACY_SPAN points tall."""
+    low, high = min(ys), max(ys)
+    pad = max(MIN_ACCURACY_SPAN - (high - low), 0.0) / 2 + 0.5
+    return max(low - pad, 0.0), min(high + pad, 100.0)
 
 
 def plot_latency(run: BenchRun, path: Path) -> bool:

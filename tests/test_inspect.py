@@ -62,7 +62,7 @@ def test_a_model_folder_is_named_as_such_not_missing(tmp_path):
     from edgefer.errors import ModelError
     from edgefer.export.inspect import inspect_model
 
-    with pytest.raises(ModelError, match="is a folder: inspect reads an exported file"):
+    with pytest.raises(ModelError, match="is a folder: inspect reads one exported model file"):
         inspect_model(tmp_path)
     with pytest.raises(ModelError, match="model not found"):
         inspect_model(tmp_path / "nope.tflite")

@@ -52,8 +52,8 @@ def test_runtime_only_install_benchmarks_without_tensorflow(runtime_venv, tiny_t
     python = runtime_venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{runtime_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    # the point of the extra: no TensorFlow, no Keras
-    for module in ("tensorflow", "tf_keras", "keras"):
+    # the point of the extra: no TensorFlow, no Keras, no matplotlib (an extra of its own)
+    for module in ("tensorflow", "tf_keras", "keras", "matplotlib"):
         found = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True,
                                cwd=tmp_path, env=env)
         assert found.returncode != 0, f"{module} is importable in the runtime-only venv"
@@ -61,10 +61,12 @@ def test_runtime_only_install_benchmarks_without_tensorflow(runtime_venv, tiny_t
     where = _run([str(python), "-c", "import edgefer; print(edgefer.__file__)"], 60,
                  cwd=tmp_path, env=env).stdout
     assert str(runtime_venv) in where
-    out = tmp_path / "bench.json"
-    _run([str(runtime_venv / "bin" / "edgefer"), "bench", str(tiny_tflite), "--threads", "1",
-          "--batch", "1", "--warmup", "2", "--min-runs", "10", "--min-time", "0.1",
-          "--json", str(out)], 600, cwd=tmp_path, env=env)
+    out = tmp_path / "report" / "bench.json"
+    done = _run([str(runtime_venv / "bin" / "edgefer"), "bench", str(tiny_tflite), "--threads",
+                 "1", "--batch", "1", "--warmup", "2", "--min-runs", "10", "--min-time", "0.1",
+                 "--out", str(out.parent)], 600, cwd=tmp_path, env=env)
+    assert "plots not drawn: matplotlib is not installed" in done.stderr
+    assert not (out.parent / "img").exists() and (out.parent / "bench.md").is_file()
     run = json.loads(out.read_text())
     ok = [r for r in run["results"] if r["status"] == "ok"]
     assert ok, run["results"]

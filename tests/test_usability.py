@@ -281,3 +281,125 @@ def test_a_second_export_to_the_same_name_says_it_replaced_the_first(monkeypatch
     said = CliRunner().invoke(main, ["export", "--out", str(out)])
     assert said.exit_code == 0, said.output
     assert f"note: replaced the earlier {out / 'm-int8.onnx'}" in said.stderr
+
+
+# --- 18: predict's own outputs, inspect's hints, parity explained, plots, reference ------
+
+def test_predict_into_its_own_input_folder_or_above_it(tmp_path, monkeypatch):
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(REPO / "docs" / "astronaut.jpg", photos / "a.jpg")
+    for _ in range(2):  # the second run must not take the first one's pictures as inputs
+        run = CliRunner().invoke(main, ["predict", str(photos), "--out", str(photos)])
+        assert run.exit_code == 0, run.output
+        assert run.stdout.count("1 face: happy") == 1, run.stdout
+    monkeypatch.chdir(tmp_path)
+    above = CliRunner().invoke(main, ["predict", "photos", "--out", "."])
+    assert above.exit_code == 0, above.output
+    assert above.stdout.count("1 face: happy") == 1, above.stdout
+    inside = CliRunner().invoke(main, ["predict", "photos", "--out", "photos/out"])
+    again = CliRunner().invoke(main, ["predict", "photos", "--out", "photos/out"])
+    assert again.exit_code == inside.exit_code == 0 and again.stdout == inside.stdout
+
+
+def test_inspect_gives_one_hint_for_a_weights_file_and_any_folder(tmp_path):
+    from edgefer.errors import ModelError
+    from edgefer.export.inspect import inspect_model
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "m-int8.xml").write_text("<net/>")
+    (exports / "m-int8.bin").write_bytes(b"\0" * 16)
+    (tmp_path / "empty").mkdir()
+    messages = []
+    for path in (exports / "m-int8.bin", exports, tmp_path / "empty",
+                 REPO / "models" / "edgefer-mnv3s"):
+        try:
+            inspect_model(path)
+        except ModelError as exc:
+            messages.append(str(exc))
+    assert len(messages) == 4
+    assert all("inspect reads one exported model file (.tflite, .onnx or OpenVINO .xml)" in m
+               for m in messages), messages
+    assert "model folder" not in " ".join(messages[:3])
+    assert str(exports / "m-int8.xml") in messages[0] and str(exports / "m-int8.xml") in \
+        messages[1]
+
+
+def test_export_says_what_parity_and_max_dp_mean(monkeypatch, tmp_path):
+    import edgefer.export
+    from edgefer.export import ExportOptions, ExportResult
+    from edgefer.export.parity import Parity
+
+    def fake_export_all(*args, **kwargs):
+        yield ExportResult(tmp_path / "m-int8.tflite", ExportOptions("tflite", "int8"),
+                           Parity(300, 0.99, 0.047, 0.95), SIZE, "qat")
+
+    monkeypatch.setattr(edgefer.export, "export_all", fake_export_all)
+    result = CliRunner().invoke(main, ["export", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "max |dp| 0.047" in result.stdout
+    assert "max |dp|: the largest difference between the two models' probabilities" \
+        in result.stderr
+
+
+def test_pareto_accuracy_axis_spans_five_points(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from edgefer.report import accuracy_axis, plot_pareto
+
+    low, high = accuracy_axis([57.0, 57.3, 57.6])
+    assert high - low >= 5 and low < 57.0 and high > 57.6
+    assert accuracy_axis([20.0, 60.0]) == (19.5, 60.5)  # a wide spread keeps its own span
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    run = full_run()
+    ok = run.results[0]
+    near = [replace(ok, accuracy=replace(ok.accuracy, top1=t), precision=p)
+            for t, p in ((0.570, "int8"), (0.576, "fp32"))]
+    assert plot_pareto(replace(run, results=tuple(near)), tmp_path / "p.png")
+    bottom, top = plt.gcf().axes[0].get_ylim()
+    assert top - bottom >= 5
+    plt.close("all")
+
+
+def test_report_names_the_reference_and_skips_plots_without_matplotlib(monkeypatch, tmp_path):
+    import sys
+
+    from edgefer.bench.results import BenchRun
+    from edgefer.report import markdown, write_report
+
+    run = replace(full_run(), reference="edgefer-mnv3s (models/edgefer-mnv3s)")
+    assert BenchRun.from_dict(run.to_dict()).reference == run.reference
+    assert "(the reference: edgefer-mnv3s (models/edgefer-mnv3s))" in markdown(run)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # a runtime-only install
+    written = write_report(run, tmp_path)
+    assert not any(p.suffix == ".png" for p in written)
+    assert "plots not drawn: matplotlib is not installed" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_records_its_reference(tiny_tflite, synthetic_fer, tmp_path):
+    result = CliRunner().invoke(main, [
+        "bench", str(tiny_tflite), "--data", str(synthetic_fer), "--in-process", "--threads",
+        "1", "--batch", "1", "--warmup", "1", "--min-runs", "3", "--min-time", "0",
+        "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert json.loads((tmp_path / "bench.json").read_text())["reference"] == \
+        f"tiny ({tiny_tflite})"
+    assert f"(the reference: tiny ({tiny_tflite}))" in (tmp_path / "bench.md").read_text()
+
+
+def test_plots_are_an_extra_the_runtime_install_does_not_pull():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("matplotlib") for d in project["dependencies"])
+    assert any(d.startswith("matplotlib") for d in project["optional-dependencies"]["plots"])
+    assert "plots" in project["optional-dependencies"]["all"][0]
+    assert not any("matplotlib" in d for d in project["optional-dependencies"]["tflite"])

@@ -147,11 +147,12 @@ class BenchRun:
     context: Context
     notes: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
+    reference: str = ""  # the model agreement was measured against: "NAME (PATH)"
 
     def to_dict(self) -> dict:
         return {"schema": "edgefer-bench", "schema_version": self.schema_version,
                 "context": asdict(self.context), "notes": list(self.notes),
-                "results": [r.to_dict() for r in self.results]}
+                "reference": self.reference, "results": [r.to_dict() for r in self.results]}
 
     @classmethod
     def from_dict(cls, data: dict) -> BenchRun:
@@ -167,7 +168,8 @@ class BenchRun:
         if int(data.get("schema_version", 0)) < 2:
             results = tuple(_from_schema_1(r) for r in results)
             notes += (SCHEMA_1_NOTE,)
-        return cls(results, Context(**data["context"]), notes)
+        return cls(results, Context(**data["context"]), notes,
+                   reference=str(data.get("reference") or ""))
 
 
 SCHEMA_1_NOTE = ("read from a schema-1 report (an older edgefer): its latency is the Python "

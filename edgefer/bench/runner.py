@@ -204,7 +204,9 @@ def run_plan(plan: BenchPlan, progress: Progress | None = None,
         results.extend(annotate(row, predicted, evaluation, reference) for row in rows)
     notes.extend(_warnings(results))
     notes.extend(latency_outliers(results))
-    return BenchRun(tuple(results), context, tuple(notes))
+    named = plan.reference if reference is not None else None
+    return BenchRun(tuple(results), context, tuple(notes),
+                    reference=f"{named.name} ({named.path})" if named else "")
 
 
 def annotate(row: BenchResult, predicted: dict[str, np.ndarray],

@@ -36,11 +36,33 @@ class Inspection:
     metadata: dict = field(default_factory=dict)
 
 
+_READERS = (".tflite", ".onnx", ".xml")
+_READS = "inspect reads one exported model file (.tflite, .onnx or OpenVINO .xml)"
+
+
+def _not_a_file_hint(path: Path) -> str:
+    """Why ``path`` (a folder or another file) is not inspected, and what to give instead:
+    one message whatever was given."""
+    from edgefer.model.store import is_model_dir
+
+    if path.is_dir():
+        models = sorted(p for p in path.iterdir() if p.suffix.lower() in _READERS)
+        if models:
+            return f" is a folder: {_READS}, e.g. {models[0]}"
+        if is_model_dir(path):
+            return (f" is an edgefer model folder: {_READS}; make them with: "
+                    f"edgefer export --model {path} --target all")
+        return f" is a folder: {_READS}"
+    if path.suffix.lower() == ".bin":
+        return (f" holds an OpenVINO model's weights: {_READS}; give its "
+                f"{path.with_suffix('.xml')}")
+    return f": not a model format inspect knows; {_READS}"
+
+
 def inspect_model(path: str | os.PathLike) -> Inspection:
     path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"{path} is a folder: inspect reads an exported file (.tflite, .onnx "
-                         f"or .xml); make one with: edgefer export --model {path}")
+    if path.is_dir() or (path.is_file() and path.suffix.lower() not in _READERS):
+        raise ModelError(f"{path}{_not_a_file_hint(path)}")
     if not path.is_file():
         raise ModelError(f"model not found: {path}")
     if path.stat().st_size == 0:
@@ -48,9 +70,7 @@ def inspect_model(path: str | os.PathLike) -> Inspection:
     from edgefer.artifacts import read_info
 
     info = read_info(path)
-    reader = {".tflite": _tflite, ".onnx": _onnx, ".xml": _openvino}.get(path.suffix.lower())
-    if reader is None:
-        raise ModelError(f"{path}: unknown model format (expected .tflite, .onnx or .xml)")
+    reader = {".tflite": _tflite, ".onnx": _onnx, ".xml": _openvino}[path.suffix.lower()]
     fmt, inputs, outputs, ops, float_ops, sparsity = reader(path)
     from edgefer.bench.measure import model_size
 

@@ -85,15 +85,26 @@ def expand_inputs(args: Iterable[str], skip: Path | None = None
 
 
 def _folder(folder: Path, skip: Path | None) -> Iterable[Input]:
+    """A folder's images and videos. Under the output folder ``skip``: nothing when it lies
+    inside ``folder``, and no earlier outputs (``*.annotated.*``, ``*.timeline.png``) when
+    it is ``folder`` itself or holds it (``predict photos --out photos``, ``--out .``)."""
     skip = skip.resolve() if skip is not None else None
+    root = folder.resolve()
+    skip_all = skip is not None and skip != root and skip.is_relative_to(root)
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
-        if skip is not None and path.resolve().is_relative_to(skip):
+        if skip is not None and path.resolve().is_relative_to(skip) and (
+                skip_all or is_output(path)):
             continue
         kind = kind_of(path)
         if kind in (Kind.IMAGE, Kind.VIDEO):
             yield Input(kind, path, relative=Path(folder.name) / path.relative_to(folder))
+
+
+def is_output(path: Path) -> bool:
+    """A file edgefer predict wrote: ``NAME.annotated.EXT`` or ``NAME.timeline.png``."""
+    return path.stem.endswith((".annotated", ".timeline"))
 
 
 def _unclash(inputs: list[Input]) -> Iterable[Input]:

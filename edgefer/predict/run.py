@@ -62,6 +62,8 @@ def video_line(summary: VideoSummary) -> str:
             f" (main face: {top}), {summary.fps:.1f} fps")
     if summary.outputs:
         text += "; wrote " + ", ".join(str(p) for p in summary.outputs)
+        if not any(p.name.endswith(".timeline.png") for p in summary.outputs):
+            text += " (no timeline picture: pip install 'edgefer[plots]' for matplotlib)"
     return text
 
 

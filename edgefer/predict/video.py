@@ -28,6 +28,7 @@ from edgefer.predict.annotate import class_color, draw_faces
 from edgefer.predict.detect import Detection
 from edgefer.predict.inputs import open_video
 from edgefer.predict.recognizer import Face, Recognizer
+from edgefer.report import plots_available
 
 MATCH_IOU = 0.3
 
@@ -275,8 +276,9 @@ def run_video(recognizer: Recognizer, source: Path | int, every: int = 1,
             outputs += [written] if written else []
     if out_stem is not None:
         outputs.append(write_csv(out_stem.with_name(out_stem.name + ".frames.csv"), rows))
-        outputs.append(write_timeline(out_stem.with_name(out_stem.name + ".timeline.png"),
-                                      timeline, classes, title=name))
+        if plots_available():  # matplotlib is an extra (edgefer[plots])
+            outputs.append(write_timeline(out_stem.with_name(out_stem.name + ".timeline.png"),
+                                          timeline, classes, title=name))
     return VideoSummary(name, count, with_face, dict(labels.most_common()),
                         time.perf_counter() - start, tuple(outputs))
 
