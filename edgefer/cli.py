@@ -349,6 +349,8 @@ def _bench_options(main_job: bool):
                      help="Its precision, for the report (e.g. int8, fp32)."),
         click.option("--baseline-name", multiple=True,
                      help="Its name in tables (default: the file's stem)."),
+        click.option("--wide", is_flag=True,
+                     help="Every column in the table (fits an 80-column terminal without)."),
         click.option("--in-process", is_flag=True, hidden=True,
                      help="Measure in this process (tests; peak memory is then shared)."),
     ]
@@ -414,7 +416,7 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
             device=options["device"], warmup=options["warmup"], min_runs=options["min_runs"],
             min_time_s=options["min_time"], remote_python=remote_python,
             benchmark_model=benchmark_model), log=lambda msg: click.echo(msg, err=True))
-        _emit_run(run, options["json_path"], options["report_dir"])
+        _emit_run(run, options["json_path"], options["report_dir"], options["wide"])
     else:
         if chosen is not None:
             options["threads"] = options["threads"] or str(chosen.threads)
@@ -496,7 +498,7 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
                min_time: float, data_path: Path | None, split: str, limit: int | None,
                reference: Path | None, json_path: Path | None, report_dir: Path | None,
                exports_dir: Path | None, baselines: tuple[Path, ...], in_process: bool,
-               **baseline_options):
+               wide: bool, **baseline_options):
     from edgefer.bench import runner
     from edgefer.bench.measure import MeasureOptions
     from edgefer.datasets import default_data_path
@@ -541,7 +543,7 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
         isolate=not in_process, extra_results=tuple(failed_exports))
     with _progress(plan.jobs) as step:
         run = runner.run_plan(plan, step)
-    _emit_run(run, json_path, report_dir)
+    _emit_run(run, json_path, report_dir, wide)
     if export_all:
         made = sum(1 for s in specs if s.path.parent == Path(exports_dir))
         click.echo(f"wrote {made} exported model(s) to {exports_dir}")
@@ -575,13 +577,17 @@ def _refuse_on_device() -> None:
                           "accuracy, baselines and exports here, without --on")
 
 
-def _emit_run(run, json_path: Path | None, report_dir: Path | None) -> None:
+def _emit_run(run, json_path: Path | None, report_dir: Path | None,
+              wide: bool = False) -> None:
     """Print the table and notes; write the JSON and the report where asked."""
     from rich.console import Console
 
     from edgefer.report import render_table, write_json, write_report
 
-    Console(width=max(Console().width, 160)).print(render_table(run))
+    console = Console()
+    if wide:  # every column on one line: wider than the terminal if need be (less -S)
+        console = Console(width=max(console.width, 160))
+    console.print(render_table(run, wide=wide))
     for note in run.notes:
         click.echo(f"note: {note}", err=True)
     if json_path:

@@ -171,47 +171,89 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 # --- rich table --------------------------------------------------------------------
 
-def render_table(run: BenchRun, title: str = "edgefer bench"):
-    """A rich Table of every result (import rich only when asked)."""
+def render_table(run: BenchRun, title: str = "edgefer bench", wide: bool = False):
+    """A rich Table of every result (import rich only when asked).
+
+    By default the columns an 80-column terminal holds, each row named by its target and
+    precision (with its model's name when the run has several models), as the notes name
+    rows; ``wide`` adds every other column."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, header_style="bold")
-    for name, justify in (("model", "left"), ("target", "left"), ("prec", "left"),
-                          ("device", "left"), ("thr", "right"), ("batch", "right"),
-                          ("status", "left"), ("p50 ms", "right"), ("p90 ms", "right"),
-                          ("p99 ms", "right"), ("call p50", "right"), ("img/s", "right"),
-                          ("RSS MiB", "right"),
-                          ("size", "right"), ("gzip", "right"), ("top-1 %", "right"),
-                          ("F1 %", "right"), ("agree %", "right")):
-        table.add_column(name, justify=justify, no_wrap=name not in ("model", "status"))
+    names = {r.model for r in run.results if r.role != "baseline"}
+    one_model = len(names) == 1 and not wide
+    if one_model:
+        title = f"{title}: {escape(next(iter(names)))}"
+    several_devices = len({r.device for r in run.results}) > 1
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    columns = [(name, justify) for name, justify, shown in (
+        ("model", "left", True), ("target", "left", wide), ("prec", "left", wide),
+        ("device" if wide else "dev", "left", wide or several_devices), ("thr", "right", True),
+        ("batch", "right", True), ("status", "left", True), ("p50 ms", "right", True),
+        ("p90 ms", "right", wide), ("p99 ms", "right", wide), ("call p50", "right", wide),
+        ("img/s", "right", wide), ("RSS MiB", "right", wide), ("size", "right", True),
+        ("gzip", "right", wide), ("top-1 %" if wide else "top-1", "right", True),
+        ("F1 %", "right", wide), ("agree %" if wide else "agree", "right", True)) if shown]
     reasons: list[str] = []
-    for r in run.results:
-        lat = r.latency_ms
-        status = r.status.value
-        if r.status is not Status.OK:
-            status = f"[yellow]{status}[/]"
-            if r.reason:
-                if r.reason not in reasons:
-                    reasons.append(r.reason)
-                status += f" [{reasons.index(r.reason) + 1}]"
-        elif lat is not None and lat.noisy:
-            status = "ok [yellow](noisy)[/]"
-        table.add_row(
-            escape(r.model), r.target, r.precision, r.device, str(r.threads), str(r.batch),
-            status,
-            _ms(lat.p50 if lat else None), _ms(lat.p90 if lat else None),
-            _ms(lat.p99 if lat else None), _ms(r.call_ms.p50 if r.call_ms else None),
-            "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}",
-            "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
-            size_text(r.size_bytes), size_text(r.size_gzip_bytes),
-            _pct(r.accuracy.top1 if r.accuracy else None),
-            _pct(r.accuracy.macro_f1 if r.accuracy else None), _pct(r.agreement))
+    rows = [_table_cells(r, reasons, one_model, wide) for r in run.results]
+    longest = max((len(row["model"]) for row in rows), default=5)
+    for name, justify in columns:
+        # short row names never wrap; only long ones (several models) and status may
+        wraps = name == "status" or (name == "model" and longest > 20)
+        table.add_column(name, justify=justify, no_wrap=not wraps, overflow="fold",
+                         min_width=11 if name == "status" else None)
+    for cells in rows:
+        table.add_row(*(cells[name] for name, _ in columns))
     caption = [LATENCY_LEGEND]
+    if run.reference:
+        caption.append(f"agree: top-1 agreement with {escape(run.reference)}")
     caption += [f"[{i}] {escape(reason)}" for i, reason in enumerate(reasons, 1)]
     table.caption = "\n".join(caption)
     table.caption_justify = "left"
     return table
+
+
+def _table_cells(r: BenchResult, reasons: list[str], one_model: bool,
+                 wide: bool) -> dict[str, str]:
+    from rich.markup import escape
+
+    lat = r.latency_ms
+    status = r.status.value
+    if r.status is not Status.OK:
+        status = f"[yellow]{status}[/]"
+        if r.reason:
+            if r.reason not in reasons:
+                reasons.append(r.reason)
+            status += f" [{reasons.index(r.reason) + 1}]"
+    elif lat is not None and lat.noisy:
+        status = "ok [yellow](noisy)[/]"
+    if wide or (one_model and r.role == "baseline"):
+        model = r.model  # a baseline is named by its own name
+    elif one_model:
+        model = f"{r.target} {r.precision}"
+    else:
+        model = f"{r.model} {r.target} {r.precision}"
+    return {
+        "model": escape(model), "target": r.target, "prec": r.precision, "device": r.device,
+        "dev": r.device,
+        "thr": str(r.threads), "batch": str(r.batch), "status": status,
+        "p50 ms": _ms(lat.p50 if lat else None), "p90 ms": _ms(lat.p90 if lat else None),
+        "p99 ms": _ms(lat.p99 if lat else None),
+        "call p50": _ms(r.call_ms.p50 if r.call_ms else None),
+        "img/s": "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}",
+        "RSS MiB": "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+        "size": size_text(r.size_bytes), "gzip": size_text(r.size_gzip_bytes),
+        "top-1 %": _pct(r.accuracy.top1 if r.accuracy else None),
+        "F1 %": _pct(r.accuracy.macro_f1 if r.accuracy else None),
+        "agree %": _pct(r.agreement),
+        "top-1": _pct_sign(r.accuracy.top1 if r.accuracy else None),
+        "agree": _pct_sign(r.agreement)}
+
+
+def _pct_sign(value: float | None) -> str:
+    return "-" if value is None else f"{_pct(value)}%"
 
 
 LATENCY_LEGEND = ("p50/p90/p99: the engine's run call with its input bound, per image (what "

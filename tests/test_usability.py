@@ -403,3 +403,67 @@ def test_plots_are_an_extra_the_runtime_install_does_not_pull():
     assert any(d.startswith("matplotlib") for d in project["optional-dependencies"]["plots"])
     assert "plots" in project["optional-dependencies"]["all"][0]
     assert not any("matplotlib" in d for d in project["optional-dependencies"]["tflite"])
+
+
+# --- 15: the terminal table fits the terminal, every row named ---------------------------
+
+def _main_job_like_run():
+    from edgefer.bench.results import BenchResult, Status
+
+    base = full_run().results[0]
+    rows = []
+    for target, precision in (("keras", "int8-qat"), ("tflite", "fp32"), ("tflite", "fp16"),
+                              ("tflite", "dynamic"), ("tflite", "int8-qat"),
+                              ("onnx", "int8-qat"), ("openvino", "int8-qat")):
+        for threads in (1, 2):
+            rows.append(replace(base, model="edgefer-mnv3s", target=target,
+                                precision=precision, threads=threads, size_bytes=SIZE,
+                                role="reference" if target == "keras" else "model"))
+    rows.append(replace(base, model="fer-mini-xception", precision="dynamic", role="baseline"))
+    rows.append(BenchResult(model="edgefer-mnv3s", target="openvino", precision="fp32",
+                            engine="openvino", device="gpu", threads=1, batch=1,
+                            status=Status.UNAVAILABLE, reason="no GPU plugin in OpenVINO "
+                            "2026.4 on this machine (devices: CPU)"))
+    return replace(full_run(), results=tuple(rows))
+
+
+def test_table_fits_80_columns_and_names_every_row():
+    from edgefer.report import render_table
+
+    console = Console(record=True, width=80)
+    console.print(render_table(_main_job_like_run()))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "…" not in text and "edgefer-mnv3s" in text.splitlines()[0]  # in the title
+    for label in ("keras int8-qat", "tflite fp16", "openvino int8-qat", "fer-mini-xception",
+                  "unavailable", "[1] no GPU plugin"):
+        assert label in text, label
+    assert "p99 ms" not in text and "gzip" not in text
+    wide = Console(record=True, width=250)
+    wide.print(render_table(_main_job_like_run(), wide=True))
+    every = wide.export_text()
+    assert all(h in every for h in ("p99 ms", "gzip", "RSS MiB", "F1 %")), every
+
+
+def test_noisy_note_names_the_rows():
+    from edgefer.bench.results import LatencyStats
+    from edgefer.bench.runner import _warnings
+
+    run = _main_job_like_run()
+    noisy = LatencyStats.from_samples([1.0] * 80 + [5.0] * 20)
+    assert noisy.noisy
+    calm = LatencyStats.from_samples([1.0] * 100)
+    rows = [replace(run.results[4], latency_ms=noisy, call_ms=None),
+            *(replace(r, latency_ms=calm, call_ms=None) for r in run.results[5:8])]
+    note = " ".join(_warnings(rows))
+    assert "edgefer-mnv3s tflite fp16 (cpu, 1 thread, batch 1)" in note
+    assert "dynamic" not in note
+
+
+def test_bench_table_in_an_80_column_terminal(tiny_tflite, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(main, [
+        "bench", str(tiny_tflite), "--in-process", "--threads", "1", "--batch", "1",
+        "--warmup", "1", "--min-runs", "3", "--min-time", "0"])
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout

@@ -350,8 +350,7 @@ def _warnings(results: Sequence[BenchResult]) -> list[str]:
                                        for s in (r.latency_ms, r.call_ms))]
     if not noisy:
         return []
-    names = ", ".join(sorted({f"{r.model} ({r.device}, {r.threads}t, b{r.batch})"
-                              for r in noisy}))
+    names = ", ".join(dict.fromkeys(setting_name(r) for r in noisy))
     return [f"noisy machine: p90 above 1.5x p50 for {names}; close other programs and rerun "
             "before trusting those latencies"]
 
