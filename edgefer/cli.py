@@ -230,6 +230,9 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
               help=f"FER2013 for calibration and parity ({DATA_DEFAULT}).")
 @click.option("--min-agreement", type=float, default=None,
               help="Parity gate: minimum top-1 agreement with the source model.")
+@click.option("--dynamic-batch", is_flag=True,
+              help="Export an input of any batch size (for batched throughput) instead of "
+              "the static batch of 1 a device runs.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("exports"),
               show_default=True, help="Output folder.")
 @friendly

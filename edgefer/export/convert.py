@@ -59,13 +59,14 @@ def int8_from_qat(source: Source, options: ExportOptions) -> bool:
 # --- Keras -> TFLite -----------------------------------------------------------------
 
 def keras_to_tflite(model, precision: Precision, io: IoType = IoType.INT8,
-                    calibration: CalibrationSet | None = None) -> bytes:
-    """Convert a tf-keras model; INT8 uses fake-quant ranges (QAT) or ``calibration``."""
+                    calibration: CalibrationSet | None = None, batch: int | None = 1) -> bytes:
+    """Convert a tf-keras model; INT8 uses fake-quant ranges (QAT) or ``calibration``.
+    ``batch``: the input's static batch size, None for any."""
     from edgefer._tf import tf
 
     tf_ = tf()
     converter = tf_.lite.TFLiteConverter.from_concrete_functions(
-        [_serving_function(model)], model)
+        [_serving_function(model, batch)], model)
     # from_keras_model first writes a SavedModel, tracing every layer of a QAT model
     # again: 90% of the conversion time. Freezing the one concrete function is the same
     # graph (the outputs are bit-identical).
@@ -88,12 +89,14 @@ def keras_to_tflite(model, precision: Precision, io: IoType = IoType.INT8,
     return tflite_with_signature(data, model.input_names[0], model.output_names[0])
 
 
-def _serving_function(model):
-    """``model``'s inference function, with its input and output names and any batch size."""
+def _serving_function(model, batch: int | None = 1):
+    """``model``'s inference function, with its input and output names and a static batch
+    size (None: any)."""
     from edgefer._tf import tf
 
     tf_ = tf()
-    spec = tf_.TensorSpec((None, *model.input_shape[1:]), tf_.float32, name=model.input_names[0])
+    spec = tf_.TensorSpec((batch, *model.input_shape[1:]), tf_.float32,
+                          name=model.input_names[0])
     output = model.output_names[0]
     return tf_.function(lambda x: {output: model(x, training=False)}).get_concrete_function(spec)
 
@@ -188,12 +191,12 @@ def _tflite_float_tensor(model, graph, schema, like: int) -> int:
 
 def export_tflite(source: Source, options: ExportOptions) -> bytes:
     if options.precision is not Precision.INT8:
-        return keras_to_tflite(source.float_model, options.precision)
+        return keras_to_tflite(source.float_model, options.precision, batch=options.batch)
     if int8_from_qat(source, options):
-        data = keras_to_tflite(source.model, Precision.INT8, options.io)
+        data = keras_to_tflite(source.model, Precision.INT8, options.io, batch=options.batch)
     else:
         data = keras_to_tflite(source.float_model, Precision.INT8, options.io,
-                               source.calibration_set())
+                               source.calibration_set(), options.batch)
     return tflite_ops_to_float(data) if options.int8_graph is IntGraph.CPU else data
 
 
@@ -207,8 +210,10 @@ def _onnx():
     return onnx
 
 
-def keras_to_onnx(model, input_shape: tuple[int, int, int], opset: int = 17):
-    """tf2onnx conversion; a QAT model's fake-quant nodes become QuantizeLinear/DequantizeLinear."""
+def keras_to_onnx(model, input_shape: tuple[int, int, int], opset: int = 17,
+                  batch: int | None = 1):
+    """tf2onnx conversion; a QAT model's fake-quant nodes become QuantizeLinear/DequantizeLinear.
+    ``batch``: the input's static batch size, None for any."""
     from edgefer._tf import tf
 
     tf_ = tf()
@@ -216,7 +221,7 @@ def keras_to_onnx(model, input_shape: tuple[int, int, int], opset: int = 17):
         import tf2onnx
     except ImportError as exc:
         raise EngineMissingError("tf2onnx", "train") from exc
-    spec = (tf_.TensorSpec((None, *input_shape), tf_.float32, name=INPUT_NAME),)
+    spec = (tf_.TensorSpec((batch, *input_shape), tf_.float32, name=INPUT_NAME),)
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as exc:
@@ -268,9 +273,9 @@ def _grid_levels(weight: np.ndarray, axis: int, tol: float = 1e-3) -> np.ndarray
 
 
 def onnx_quantize_qat_weights(proto):
-    """Store a QAT graph's Conv/MatMul weights as 8-bit per-channel DequantizeLinear and
-    their biases as int32 (scale = input scale x weight scale), the QDQ form ONNX Runtime
-    and OpenVINO run as integer convolutions.
+    """Store a QAT graph's Conv/MatMul/Gemm weights as 8-bit per-channel DequantizeLinear
+    and their Conv/Gemm biases as int32 (scale = input scale x weight scale), the QDQ form
+    ONNX Runtime and OpenVINO run as integer convolutions.
 
     Weights are stored as uint8 with zero point 128 (the same symmetric grid, -127..127
     shifted), on the exact grid QAT trained (``_grid_levels``). tf2onnx writes uint8
@@ -285,9 +290,9 @@ def onnx_quantize_qat_weights(proto):
     producers = {o: n for n in proto.graph.node for o in n.output}
     added, nodes = [], []
     for node in proto.graph.node:
-        if node.op_type in ("Conv", "MatMul") and node.input[1] in inits:
+        if node.op_type in ("Conv", "MatMul", "Gemm") and node.input[1] in inits:
             weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-            axis = 0 if node.op_type == "Conv" else 1
+            axis = _output_axis(node)
             reduce = tuple(i for i in range(weight.ndim) if i != axis)
             peak = np.abs(weight).max(axis=reduce)
             scale = (np.where(peak > 0, peak, 1.0) / _grid_levels(weight, axis)).astype(np.float32)
@@ -297,7 +302,7 @@ def onnx_quantize_qat_weights(proto):
             nodes.append(_dequantize(node, 1, (q + 128).astype(np.uint8), scale,
                                      np.full(scale.shape, 128, np.uint8), axis, added))
             input_scale = _input_scale(node.input[0], producers, inits)
-            if (node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in inits
+            if (node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in inits
                     and input_scale is not None):
                 bias_scale = (scale * input_scale).astype(np.float32)
                 bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
@@ -315,6 +320,15 @@ def onnx_quantize_qat_weights(proto):
     proto.graph.node.extend(nodes)
     onnx.checker.check_model(proto)
     return proto
+
+
+def _output_axis(node) -> int:
+    """The output-channel axis of a Conv, MatMul or Gemm weight. tf2onnx writes a Dense
+    layer as MatMul and Add with a dynamic batch, as Gemm with a static one."""
+    if node.op_type == "Conv":
+        return 0
+    trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+    return 0 if node.op_type == "Gemm" and trans_b else 1
 
 
 def _input_scale(name: str, producers: dict, inits: dict) -> float | None:
@@ -405,17 +419,20 @@ def _converted_once(source: Source, key: tuple, convert: Callable[[], object]):
 
 def _onnx_float(source: Source, options: ExportOptions):
     def convert():
-        proto = keras_to_onnx(source.float_model, source.input_shape, options.opset)
+        proto = keras_to_onnx(source.float_model, source.input_shape, options.opset,
+                              options.batch)
         return onnx_simplify(proto) if options.simplify else proto
 
-    return _converted_once(source, ("float", options.opset, options.simplify), convert)
+    return _converted_once(source, ("float", options.opset, options.simplify, options.batch),
+                           convert)
 
 
 def _onnx_int8(source: Source, options: ExportOptions):
     if int8_from_qat(source, options):
-        return _converted_once(source, ("qat", options.opset), lambda: onnx_round_input_half_up(
-            onnx_quantize_qat_weights(keras_to_onnx(source.model, source.input_shape,
-                                                    options.opset))))
+        return _converted_once(
+            source, ("qat", options.opset, options.batch),
+            lambda: onnx_round_input_half_up(onnx_quantize_qat_weights(keras_to_onnx(
+                source.model, source.input_shape, options.opset, options.batch))))
     return onnx_quantize_static(_onnx_float(source, options), source.calibration_set(),
                                 options.calib_method)
 

@@ -92,6 +92,9 @@ class ExportOptions:
     min_agreement: float | None = None
     simplify: bool = True
     opset: int = 17
+    # False: the input is a static batch of 1, what a device runs (benchmark_app and
+    # deployment code take it as it is); True: any batch size, for batched throughput
+    dynamic_batch: bool = False
 
     def __post_init__(self) -> None:
         target = _enum(Target, self.target, "target")
@@ -119,6 +122,11 @@ class ExportOptions:
         if self.min_agreement is not None:
             return self.min_agreement
         return DEFAULT_MIN_AGREEMENT[self.precision]
+
+    @property
+    def batch(self) -> int | None:
+        """The exported input's batch size; None: dynamic."""
+        return None if self.dynamic_batch else 1
 
     @property
     def suffix(self) -> str:
