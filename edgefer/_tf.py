@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from types import ModuleType
 
 from edgefer.errors import EngineMissingError
+from edgefer.quiet import configure, native_quiet, verbose
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# before TensorFlow's first import: its C++ logging reads this once (3: errors hidden too,
+# e.g. "failed call to cuInit" on a machine without a GPU); edgefer -v shows them
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "3")
 
 
 def _import(module: str, engine: str) -> ModuleType:
+    if module in sys.modules:
+        return sys.modules[module]
     try:
-        return importlib.import_module(module)
+        # absl prints "All log messages before absl::InitializeLog()" and "Could not find
+        # cuda drivers" on fd 2 while TensorFlow loads, whatever TF_CPP_MIN_LOG_LEVEL says
+        with native_quiet():
+            loaded = importlib.import_module(module)
     except ImportError as exc:
         raise EngineMissingError(engine, "train", str(exc)) from exc
+    configure()
+    return loaded
 
 
 def tf() -> ModuleType:

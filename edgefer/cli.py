@@ -60,12 +60,19 @@ def _one(argument: Path | None, option: Path | None, name: str) -> Path | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgefer")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show the engines' own log lines (TensorFlow, LiteRT, ONNX Runtime, NNCF).")
+def main(verbose: bool) -> None:
     """edgefer: facial-expression models from training to phones and Raspberry Pis.
 
     Train a MobileNetV3 on FER2013, export it to TFLite, ONNX and OpenVINO at fp32, fp16
     and INT8, benchmark every export, and run photos through face detection and the model.
     """
+    from edgefer import quiet
+
+    if verbose:  # for this process and the bench workers it starts
+        quiet.set_verbose(True)
+    quiet.configure()
 
 
 # --- data ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 from test_bench_schema import full_run
@@ -467,3 +468,46 @@ def test_bench_table_in_an_80_column_terminal(tiny_tflite, monkeypatch):
         "--warmup", "1", "--min-runs", "3", "--min-time", "0"])
     assert result.exit_code == 0, result.output
     assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+
+
+# --- 14: engines' log lines hidden unless -v ---------------------------------------------
+
+NOISE = ("absl::InitializeLog", "cuda drivers", "cuInit", "oneDNN", "UserWarning",
+         "XNNPACK delegate", "consider to run pre-processing", "INFO:nncf", "fully_quantize",
+         "WARNING:tensorflow", "AutoGraph", "tf2onnx")
+
+
+def _edgefer(*args: str, cwd: Path | None = None):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("EDGEFER_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
+    return subprocess.run([sys.executable, "-m", "edgefer", *args], capture_output=True,
+                          text=True, cwd=cwd or REPO, env=env, timeout=900)
+
+
+def _noise(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(n in line for n in NOISE)]
+
+
+def test_predict_is_quiet_by_default_and_shows_engine_lines_with_v():
+    quiet = _edgefer("predict", "docs/astronaut.jpg")
+    assert quiet.returncode == 0, quiet.stderr
+    assert _noise(quiet.stdout + quiet.stderr) == []
+    assert quiet.stdout.startswith("docs/astronaut.jpg: 1 face: happy")
+    loud = _edgefer("-v", "predict", "docs/astronaut.jpg")
+    assert loud.returncode == 0 and "XNNPACK delegate" in loud.stderr
+
+
+@pytest.mark.slow
+def test_export_through_every_engine_is_quiet(tiny_model_dirs, tiny_calibration, synthetic_fer,
+                                               tmp_path):
+    """TensorFlow's import and conversion, tf2onnx, ONNX Runtime's calibration, NNCF."""
+    run = _edgefer("export", "--model", str(tiny_model_dirs["float"]), "--target", "all",
+                   "--precision", "int8", "--int8-source", "calibrate", "--calib",
+                   str(tiny_calibration), "--data", str(synthetic_fer), "--min-agreement", "0",
+                   "--out", str(tmp_path / "exports"))
+    assert run.returncode == 0, run.stderr
+    assert _noise(run.stdout + run.stderr) == [], run.stderr
+    assert run.stderr.count("exporting") == 3  # edgefer's own progress lines still show

@@ -235,6 +235,9 @@ def _child(conn, job: MeasureJob, log: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    from edgefer.quiet import keep_native_output
+
+    keep_native_output()  # the log is where a crash's reason is read back from
     conn.send(measure(job))
     conn.close()
 

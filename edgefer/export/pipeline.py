@@ -25,6 +25,7 @@ from edgefer.export.options import ExportOptions, Precision, Target
 from edgefer.export.parity import Parity, compare
 from edgefer.outputs import output_file
 from edgefer.preprocess import ModelInfo
+from edgefer.quiet import conversion_quiet
 
 PARITY_SEED = 1
 
@@ -146,7 +147,8 @@ def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / artifact_name(loaded, options)
     info = artifact_info(loaded, options)
-    artifact = EXPORTERS[options.target](loaded.source, options)
+    with conversion_quiet():  # converters' notes ("fully_quantize: 0", NNCF's bars) unless -v
+        artifact = EXPORTERS[options.target](loaded.source, options)
     staging = out_dir / f".{final.stem}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

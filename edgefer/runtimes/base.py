@@ -159,7 +159,10 @@ def load_runtime(path: str | os.PathLike, options: RuntimeOptions = RuntimeOptio
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model not found: {path}")
-    return runtime_class(engine_for(path)).load(path, options, info)
+    from edgefer.quiet import native_quiet
+
+    with native_quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate", ORT's notes
+        return runtime_class(engine_for(path)).load(path, options, info)
 
 
 def resolve_info(path: Path, info: ModelInfo | None) -> ModelInfo:
