@@ -240,6 +240,8 @@ def test_every_int8_export_has_a_name_of_its_own():
          "m-int8-ptq-entropy.onnx"),
         ("openvino", {}, "m-int8.xml"),
         ("openvino", {"int8_source": "calibrate"}, "m-int8-ptq.xml"),
+        ("openvino", {"int8_source": "calibrate", "calib_method": "percentile"},
+         "m-int8-ptq-percentile.xml"),
     ]
     for target, options, name in ways:
         assert artifact_name(qat, ExportOptions(target, "int8", **options)) == name

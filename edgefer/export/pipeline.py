@@ -122,7 +122,7 @@ def artifact_info(loaded: LoadedModel, options: ExportOptions) -> ModelInfo:
 
 def artifact_name(loaded: LoadedModel, options: ExportOptions) -> str:
     """``NAME-PRECISION``, and for INT8 what tells two exports apart: ``-ptq`` when
-    calibrated (with ONNX Runtime's method unless minmax), ``-pure`` and ``-float-io`` for
+    calibrated (with the calibration method unless minmax), ``-pure`` and ``-float-io`` for
     TFLite's other graph and I/O: ``edgefer-mnv3s-int8.tflite`` (from QAT),
     ``edgefer-mnv3s-int8-ptq-entropy.onnx``."""
     from edgefer.export.options import CalibMethod, IntGraph, IoType
@@ -131,7 +131,7 @@ def artifact_name(loaded: LoadedModel, options: ExportOptions) -> str:
     if options.precision is Precision.INT8:
         if not int8_from_qat(loaded.source, options):
             parts.append("ptq")
-            if options.target is Target.ONNX and options.calib_method is not CalibMethod.MINMAX:
+            if options.calib_method is not CalibMethod.MINMAX:
                 parts.append(options.calib_method.value)
         if options.target is Target.TFLITE and options.int8_graph is IntGraph.PURE:
             parts.append("pure")
