@@ -136,6 +136,10 @@ class CalibrationSet:
     def __len__(self) -> int:
         return len(self.faces)
 
+    def images(self) -> np.ndarray:
+        """All the faces, preprocessed: the model's inputs."""
+        return self.preprocess(self.faces)
+
     def batches(self, batch_size: int = 1) -> Iterator[np.ndarray]:
         for start in range(0, len(self.faces), batch_size):
             yield self.preprocess(self.faces[start:start + batch_size])

@@ -229,10 +229,24 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
               "the Edge TPU and microcontrollers.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration manifest (default: calibration/fer2013-train-500-seed0.json).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
-              default="minmax", show_default=True, help="ONNX Runtime calibration method.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile", "mse"]),
+              default="minmax", show_default=True, help="Calibration of activation ranges: "
+              "minmax (every engine), entropy (ONNX Runtime), percentile (ONNX Runtime, "
+              "OpenVINO), mse (OpenVINO).")
 @click.option("--max-drop", type=float, default=None,
               help="OpenVINO NNCF accuracy control: largest top-1 drop allowed (0.01 = 1 pt).")
+@click.option("--equalize/--no-equalize", default=False, show_default=True,
+              help="Calibrated INT8: cross-layer equalization of the float model first "
+              "(across ReLU and clips; see docs/quantization.md).")
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="Calibrated INT8: correct the mean shift weight quantization causes "
+              "(NNCF's bias correction for OpenVINO).")
+@click.option("--keep-float", default="", metavar="LAYERS",
+              help="Calibrated INT8: keep these layers (comma list of names from the "
+              "--debug-int8 report, matched as parts of node names) in float.")
+@click.option("--debug-int8", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Calibrated INT8: write a per-layer error report (table, plot, JSON) "
+              "to DIR, also when the parity gate fails.")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help=f"FER2013 for calibration and parity ({DATA_DEFAULT}).")
 @click.option("--min-agreement", type=float, default=None,
@@ -257,6 +271,8 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
 
     source = _one(model, model_path, "model") or shipped_model()
     check_writable(out_dir, folder=True, inputs=[source, calib, data_path])
+    if options["debug_int8"] is not None:
+        check_writable(options["debug_int8"], folder=True, inputs=[source, calib, data_path])
     data = data_path or default_data_path()
     if data is None:
         click.echo("note: no FER2013 found; parity is checked on random faces", err=True)
@@ -273,6 +289,8 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
                    f"top-1 agreement, max |dp| {r.parity.max_prob_diff:.3f}{source}")
         if r.replaced:
             click.echo(f"note: replaced the earlier {r.path}", err=True)
+        if r.reports:
+            click.echo(f"per-layer INT8 report: {r.reports[-1]}", err=True)
         parity = r.parity
     if parity is not None:
         faces = "random faces (no FER2013)" if parity.synthetic else "FER2013 training images"

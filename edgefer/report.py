@@ -541,3 +541,28 @@ def render_inspection(found) -> str:
         lines.append(f"classes    {', '.join(found.metadata['classes'])}")
         lines.append(f"preprocess {found.metadata['preprocess']}")
     return "\n".join(lines)
+
+
+def render_quant_report(report, rows: int = 30) -> str:
+    """Markdown for an ``edgefer.export.quant_debug.QuantReport``: the layers whose
+    quantization adds the most error first (the plot beside it shows the graph order)."""
+    def db(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    agreement = "" if report.agreement is None else \
+        f"; top-1 agreement with the float model on them {report.agreement:.1%}"
+    table = _md_table(
+        ("rank", "tensor", "op", "float range", "scale", "zero point", "clipped",
+         "this tensor's SQNR dB", "accumulated SQNR dB"),
+        [(i + 1, layer.tensor, layer.op, f"[{layer.float_min:.3g}, {layer.float_max:.3g}]",
+          f"{layer.scale:.4g}", layer.zero_point, f"{layer.clipped:.2%}",
+          db(layer.layer_sqnr_db), db(layer.sqnr_db))
+         for i, layer in enumerate(report.worst(rows))])
+    return (f"# Per-layer INT8 error: {report.engine}\n\n"
+            f"{report.images} calibration images{agreement}. SQNR in dB, higher is better "
+            "(6 dB a bit): \"this tensor's\" is the error its own quantization adds, "
+            "\"accumulated\" the INT8 model's tensor against the float model's as the engine "
+            "ran it (everything upstream). A drop in the accumulated SQNR that the layer's "
+            "own does not explain points at the engine's kernel, not at the ranges. "
+            f"The {min(rows, len(report.layers))} worst of {len(report.layers)} quantized "
+            "tensors:\n\n" + table + "\n")

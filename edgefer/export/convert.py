@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +17,13 @@ import numpy as np
 from edgefer.calibration import CalibrationSet
 from edgefer.errors import EngineMissingError, ExportError
 from edgefer.export.options import (
-    CalibMethod,
     ExportOptions,
     IntGraph,
     IoType,
     Precision,
     Target,
 )
+from edgefer.export.ptq import onnx_int8, openvino_int8, tflite_int8
 from edgefer.runtimes.litert import HALF_UP_NUDGE
 
 INPUT_NAME = "face"
@@ -59,9 +59,11 @@ def int8_from_qat(source: Source, options: ExportOptions) -> bool:
 # --- Keras -> TFLite -----------------------------------------------------------------
 
 def keras_to_tflite(model, precision: Precision, io: IoType = IoType.INT8,
-                    calibration: CalibrationSet | None = None, batch: int | None = 1) -> bytes:
+                    calibration: CalibrationSet | None = None, batch: int | None = 1,
+                    keep_float: tuple[str, ...] = ()) -> bytes:
     """Convert a tf-keras model; INT8 uses fake-quant ranges (QAT) or ``calibration``.
-    ``batch``: the input's static batch size, None for any."""
+    ``batch``: the input's static batch size, None for any; ``keep_float``: layers a
+    calibrated INT8 model keeps in float."""
     from edgefer._tf import tf
 
     tf_ = tf()
@@ -83,7 +85,12 @@ def keras_to_tflite(model, precision: Precision, io: IoType = IoType.INT8,
             converter.inference_input_type = tf_.int8
             converter.inference_output_type = tf_.int8
     try:
-        data = bytes(converter.convert())
+        if precision is Precision.INT8 and calibration is not None:
+            data = tflite_int8(converter, keep_float, io)
+        else:
+            data = bytes(converter.convert())
+    except ExportError:
+        raise
     except Exception as exc:  # the converter raises ConverterError and plain exceptions
         raise ExportError(f"TFLite conversion failed: {exc}") from exc
     return tflite_with_signature(data, model.input_names[0], model.output_names[0])
@@ -195,9 +202,29 @@ def export_tflite(source: Source, options: ExportOptions) -> bytes:
     if int8_from_qat(source, options):
         data = keras_to_tflite(source.model, Precision.INT8, options.io, batch=options.batch)
     else:
-        data = keras_to_tflite(source.float_model, Precision.INT8, options.io,
-                               source.calibration_set(), options.batch)
+        data = keras_to_tflite(prepared_float_model(source, options), Precision.INT8,
+                               options.io, source.calibration_set(), options.batch,
+                               options.keep_float)
     return tflite_ops_to_float(data) if options.int8_graph is IntGraph.CPU else data
+
+
+def prepared_float_model(source: Source, options: ExportOptions):
+    """The float model calibrated INT8 starts from: as it is, or with cross-layer
+    equalization and bias correction (``edgefer.export.equalize``), made once."""
+    from edgefer.export import equalize
+
+    if not (options.equalize or options.bias_correction):
+        return source.float_model
+    key = ("prepared", options.equalize, options.bias_correction)
+    if key not in source.converted:
+        model, _ = equalize.fold_batchnorm(source.float_model)
+        if options.equalize:
+            model, _ = equalize.equalize(model)
+        if options.bias_correction:
+            model = equalize.copy_model(model)
+            model, _ = equalize.correct_bias(model, source.calibration_set().images())
+        source.converted[key] = model
+    return source.converted[key]
 
 
 # --- Keras -> ONNX -------------------------------------------------------------------
@@ -390,24 +417,6 @@ def onnx_round_input_half_up(proto, fraction: float = HALF_UP_NUDGE):
     return proto
 
 
-def onnx_quantize_static(proto, calibration: CalibrationSet, method: CalibMethod):
-    """Post-training static INT8 in QDQ form, per-channel, with ONNX Runtime."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    onnx = _onnx()
-    methods = {CalibMethod.MINMAX: CalibrationMethod.MinMax,
-               CalibMethod.ENTROPY: CalibrationMethod.Entropy,
-               CalibMethod.PERCENTILE: CalibrationMethod.Percentile}
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(proto, src)
-        quantize_static(str(src), str(dst), calibration.onnx_reader(proto.graph.input[0].name),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method])
-        return onnx.load(str(dst))
-
-
 def _converted_once(source: Source, key: tuple, convert: Callable[[], object]):
     """tf2onnx takes most of an export's time: convert once per source, hand out copies."""
     if key not in source.converted:
@@ -417,14 +426,16 @@ def _converted_once(source: Source, key: tuple, convert: Callable[[], object]):
     return copy
 
 
-def _onnx_float(source: Source, options: ExportOptions):
+def _onnx_float(source: Source, options: ExportOptions, prepared: bool = False):
+    """The float ONNX model; ``prepared``: of ``prepared_float_model`` (calibrated INT8)."""
+    model = prepared_float_model(source, options) if prepared else source.float_model
+
     def convert():
-        proto = keras_to_onnx(source.float_model, source.input_shape, options.opset,
-                              options.batch)
+        proto = keras_to_onnx(model, source.input_shape, options.opset, options.batch)
         return onnx_simplify(proto) if options.simplify else proto
 
-    return _converted_once(source, ("float", options.opset, options.simplify, options.batch),
-                           convert)
+    key = ("float", id(model), options.opset, options.simplify, options.batch)
+    return _converted_once(source, key, convert)
 
 
 def _onnx_int8(source: Source, options: ExportOptions):
@@ -433,8 +444,8 @@ def _onnx_int8(source: Source, options: ExportOptions):
             source, ("qat", options.opset, options.batch),
             lambda: onnx_round_input_half_up(onnx_quantize_qat_weights(keras_to_onnx(
                 source.model, source.input_shape, options.opset, options.batch))))
-    return onnx_quantize_static(_onnx_float(source, options), source.calibration_set(),
-                                options.calib_method)
+    return onnx_int8(_onnx_float(source, options, prepared=True), source.calibration_set(),
+                     options.calib_method, options.keep_float)
 
 
 def export_onnx(source: Source, options: ExportOptions) -> bytes:
@@ -466,39 +477,18 @@ def onnx_to_openvino(proto):
         return ov.convert_model(str(path))
 
 
-def openvino_quantize_nncf(model, calibration: CalibrationSet, max_drop: float | None = None,
-                           validation: tuple[np.ndarray, np.ndarray] | None = None):
-    """NNCF post-training INT8; with ``max_drop``, NNCF's accuracy control on ``validation``."""
-    try:
-        import nncf
-    except ImportError as exc:
-        raise EngineMissingError("NNCF", "openvino") from exc
-    dataset = calibration.nncf_dataset()
-    if max_drop is None:
-        return nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
-                             subset_size=len(calibration))
-    if validation is None:
-        raise ExportError("accuracy control (--max-drop) needs FER2013 to validate on")
-    images, labels = validation
-    items = [(images[i:i + 1], int(labels[i])) for i in range(len(labels))]
-
-    def top1(compiled, data) -> float:
-        hits = [int(np.argmax(compiled(x)[0])) == y for x, y in data]
-        return float(np.mean(hits))
-
-    return nncf.quantize_with_accuracy_control(
-        model, dataset, nncf.Dataset(items, lambda item: item[0]), validation_fn=top1,
-        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE)
-
-
 def export_openvino(source: Source, options: ExportOptions):
     if options.precision is not Precision.INT8:
         return onnx_to_openvino(_onnx_float(source, options))
     if int8_from_qat(source, options):
         return onnx_to_openvino(_onnx_int8(source, options))
     validation = source.validation() if source.validation and options.max_drop else None
-    return openvino_quantize_nncf(onnx_to_openvino(_onnx_float(source, options)),
-                                  source.calibration_set(), options.max_drop, validation)
+    # bias correction is NNCF's here (it sees activation errors too), equalization ours
+    prepared = replace(options, bias_correction=False)
+    model = onnx_to_openvino(_onnx_float(source, prepared, prepared=True))
+    return openvino_int8(model, source.calibration_set(), options.calib_method,
+                         options.bias_correction, options.keep_float, options.max_drop,
+                         validation)
 
 
 EXPORTERS: dict[Target, Callable[[Source, ExportOptions], object]] = {

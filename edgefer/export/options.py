@@ -32,6 +32,17 @@ class CalibMethod(str, Enum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
+    MSE = "mse"
+
+
+# The calibration methods each engine has: TFLite's converter calibrates min-max only;
+# ONNX Runtime: MinMax, Entropy, Percentile (99.999%); NNCF: MINMAX, MEAN_QUANTILE,
+# HISTOGRAM (the range of least squared quantization error).
+CALIB_METHODS: dict[Target, tuple[CalibMethod, ...]] = {
+    Target.TFLITE: (CalibMethod.MINMAX,),
+    Target.ONNX: (CalibMethod.MINMAX, CalibMethod.ENTROPY, CalibMethod.PERCENTILE),
+    Target.OPENVINO: (CalibMethod.MINMAX, CalibMethod.PERCENTILE, CalibMethod.MSE),
+}
 
 
 class IntGraph(str, Enum):
@@ -88,6 +99,13 @@ class ExportOptions:
     calib_manifest: Path | None = None
     calib_method: CalibMethod = CalibMethod.MINMAX
     max_drop: float | None = None  # OpenVINO/NNCF accuracy control, in top-1 points (0.01 = 1%)
+    # post-training INT8 fixes (docs/quantization.md): cross-layer equalization of the
+    # Keras model, bias correction (the Keras model's for TFLite and ONNX, NNCF's for
+    # OpenVINO), layers kept in float (Keras layer names), and a per-layer error report
+    equalize: bool = False
+    bias_correction: bool = True
+    keep_float: tuple[str, ...] = ()
+    debug_int8: Path | None = None
     parity_images: int = 300
     min_agreement: float | None = None
     simplify: bool = True
@@ -109,6 +127,15 @@ class ExportOptions:
         if precision not in SUPPORTED[target]:
             can = ", ".join(p.value for p in SUPPORTED[target])
             raise ConfigError(f"{target.value} cannot export {precision.value}; it can do {can}")
+        method = self.calib_method
+        if precision is Precision.INT8 and method not in CALIB_METHODS[target]:
+            has = [t.value for t, methods in CALIB_METHODS.items() if method in methods]
+            raise ConfigError(f"{target.value} has no {method.value} calibration (it has "
+                              f"{', '.join(m.value for m in CALIB_METHODS[target])}); "
+                              f"{method.value} is {' and '.join(has)}'s")
+        keep = self.keep_float
+        keep = tuple(p.strip() for p in keep.split(",")) if isinstance(keep, str) else keep
+        object.__setattr__(self, "keep_float", tuple(p for p in keep if p))
         if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"min agreement must be 0..1, got {self.min_agreement}")
         if self.max_drop is not None and not 0.0 < self.max_drop < 1.0:

@@ -38,6 +38,7 @@ class ExportResult:
     size_bytes: int
     int8_from: str = ""  # "qat" or "calibration" for INT8 exports
     replaced: bool = False  # an earlier file of the same name was there
+    reports: tuple[Path, ...] = ()  # the per-layer INT8 report's files (--debug-int8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +150,7 @@ def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.
     info = artifact_info(loaded, options)
     with conversion_quiet():  # converters' notes ("fully_quantize: 0", NNCF's bars) unless -v
         artifact = EXPORTERS[options.target](loaded.source, options)
+    reports = _debug_report(loaded, options, artifact, final)
     staging = out_dir / f".{final.stem}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -156,11 +158,12 @@ def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.
         temp = _write(artifact, options.target, info, staging / final.name)
         parity = check_parity(loaded, options, temp, info, data)
         if not parity.passed:
+            where = f"; per-layer report: {reports[-1]}" if reports else ""
             raise ExportError(
                 f"parity gate failed for {final.name}: top-1 agreement {parity.agreement:.3f} "
                 f"< {parity.threshold:.3f} on {parity.images} images (max probability "
                 f"difference {parity.max_prob_diff:.3f}); nothing written. Use --min-agreement "
-                "to override")
+                f"to override{where}")
         replaced = final.exists()
         size = _publish(staging, out_dir)
     finally:
@@ -168,7 +171,24 @@ def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.
     int8_from = ""
     if options.precision is Precision.INT8:
         int8_from = "qat" if int8_from_qat(loaded.source, options) else "calibration"
-    return ExportResult(final, options, parity, size, int8_from, replaced)
+    return ExportResult(final, options, parity, size, int8_from, replaced, reports)
+
+
+def _debug_report(loaded: LoadedModel, options: ExportOptions, artifact,
+                  final: Path) -> tuple[Path, ...]:
+    """With ``--debug-int8 DIR``: the per-layer error report of a calibrated INT8 export
+    (JSON, plot, Markdown table), written before the parity gate decides."""
+    if options.debug_int8 is None or options.precision is not Precision.INT8:
+        return ()
+    if int8_from_qat(loaded.source, options):
+        raise ConfigError("--debug-int8 reports calibrated INT8; this INT8 comes from the QAT "
+                          "model's ranges (add --int8-source calibrate)")
+    from edgefer.export.quant_debug import export_report, write_report
+    from edgefer.report import render_quant_report
+
+    report = export_report(loaded.source, options, artifact)
+    stem = final.name.replace(".", "-") + ".layers"
+    return tuple(write_report(report, options.debug_int8, stem, render_quant_report))
 
 
 def _write(artifact, target: Target, info: ModelInfo, path: Path) -> Path:

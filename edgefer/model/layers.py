@@ -27,11 +27,15 @@ class HardSwish(_keras.layers.Layer):
 
 
 class Clip(_keras.layers.Layer):
-    """Clip to [low, high]: a QAT fake-quant's range, kept when the fake-quant is removed."""
+    """Clip to [low, high]: a QAT fake-quant's range, kept when the fake-quant is removed.
 
-    def __init__(self, low: float, high: float, **kwargs) -> None:
+    The bounds are numbers, or one per channel (the last axis): cross-layer equalization
+    scales a clip's channels apart.
+    """
+
+    def __init__(self, low, high, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.low, self.high = float(low), float(high)
+        self.low, self.high = _bound(low), _bound(high)
 
     def call(self, inputs):
         return _tf.clip_by_value(inputs, self.low, self.high)
@@ -40,7 +44,18 @@ class Clip(_keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "low": self.low, "high": self.high}
+        def plain(bound):
+            return bound if isinstance(bound, float) else [float(b) for b in bound]
+
+        return {**super().get_config(), "low": plain(self.low), "high": plain(self.high)}
+
+
+def _bound(value):
+    """A float, or a float32 vector for per-channel bounds."""
+    import numpy as np
+
+    array = np.asarray(value, dtype=np.float32)
+    return float(array) if array.ndim == 0 else array
 
 
 class OutputQuantizeConfig(tfmot().quantization.keras.QuantizeConfig):
