@@ -18,7 +18,7 @@ def result(p90: float = 2.5, top1: float | None = 0.70, **changes) -> BenchResul
         top1=top1, macro_f1=0.66, per_class={}, confusion=[], classes=(), images=3589)
     base = BenchResult(model="mnv3s-int8", target="tflite", precision="int8", engine="litert",
                        device="ssh://pi5", threads=4, batch=1, latency_ms=latency,
-                       accuracy=accuracy, size_bytes=2 * 1024 * 1024, peak_rss_mb=40.0,
+                       accuracy=accuracy, size_bytes=2_000_000, peak_rss_mb=40.0,
                        throughput_ips=450.0, agreement=0.99)
     return replace(base, **changes)
 
@@ -41,6 +41,12 @@ def test_pass():
     assert check(parse_budget("p90_ms<=3,top1>=0.69"), [result()]) == []
     enforce(parse_budget("p99_ms<4,size_mb<=2,peak_rss_mb<64,throughput_ips>=400,"
                          "agreement>=0.98,macro_f1>0.6,mean_ms<3,p50_ms<=2"), [result()])
+
+
+def test_size_mb_is_the_mb_edgefer_prints():
+    # 1,696,816 bytes: printed "1.70 MB" (decimal), 1.62 MiB
+    shipped = result(size_bytes=1_696_816)
+    assert check(parse_budget("size_mb>1.69,size_mb<1.7"), [shipped]) == []
 
 
 def test_fail():
