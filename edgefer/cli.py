@@ -610,12 +610,14 @@ def _emit_run(run, json_path: Path | None, report_dir: Path | None,
     """Print the table and notes; write the JSON and the report where asked."""
     from rich.console import Console
 
-    from edgefer.report import render_table, write_json, write_report
+    from edgefer.report import failure_reasons, render_table, write_json, write_report
 
     console = Console()
     if wide:  # every column on one line: wider than the terminal if need be (less -S)
         console = Console(width=max(console.width, 160))
-    console.print(render_table(run, wide=wide))
+    console.print(render_table(run, wide=wide, reasons_below=True))
+    for i, reason in enumerate(failure_reasons(run), 1):  # unwrapped: commands stay whole
+        click.echo(f"[{i}] {reason}")
     for note in run.notes:
         click.echo(f"note: {note}", err=True)
     if json_path:

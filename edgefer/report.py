@@ -171,12 +171,20 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 # --- rich table --------------------------------------------------------------------
 
-def render_table(run: BenchRun, title: str = "edgefer bench", wide: bool = False):
+def failure_reasons(run: BenchRun) -> list[str]:
+    """The distinct reasons of results that are not ok, numbered [1], [2]... in the table."""
+    return list(dict.fromkeys(r.reason for r in run.results
+                              if r.status is not Status.OK and r.reason))
+
+
+def render_table(run: BenchRun, title: str = "edgefer bench", wide: bool = False,
+                 reasons_below: bool = False):
     """A rich Table of every result (import rich only when asked).
 
     By default the columns an 80-column terminal holds, each row named by its target and
     precision (with its model's name when the run has several models), as the notes name
-    rows; ``wide`` adds every other column."""
+    rows; ``wide`` adds every other column. ``reasons_below``: the caller prints
+    ``failure_reasons`` itself, unwrapped (commands in them stay whole)."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -209,7 +217,8 @@ def render_table(run: BenchRun, title: str = "edgefer bench", wide: bool = False
     caption = [LATENCY_LEGEND]
     if run.reference:
         caption.append(f"agree: top-1 agreement with {escape(run.reference)}")
-    caption += [f"[{i}] {escape(reason)}" for i, reason in enumerate(reasons, 1)]
+    if not reasons_below:
+        caption += [f"[{i}] {escape(reason)}" for i, reason in enumerate(reasons, 1)]
     table.caption = "\n".join(caption)
     table.caption_justify = "left"
     return table
