@@ -47,8 +47,8 @@ def _say_if_replacing(path: Path) -> None:
 # --out where files go, --json JSON on stdout, -v the engines' own log lines.
 DATA_DEFAULT = "default: $EDGEFER_FER2013, else ../shared/fer2013 or ./fer2013"
 DATA_HELP = f"FER2013 image folder or fer2013.csv ({DATA_DEFAULT})."
-MODEL_HELP = ("edgefer model folder or exported file; also accepted as the argument "
-              "(default: the shipped models/edgefer-mnv3s).")
+MODEL_HELP = ("The edgefer model folder to export, instead of MODEL (default: the shipped "
+              "models/edgefer-mnv3s).")
 
 
 def _one(argument: Path | None, option: Path | None, name: str) -> Path | None:
@@ -302,7 +302,7 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
 @main.command("inspect")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="The model file or folder to inspect, instead of MODEL.")
+              help="The exported model file to inspect, instead of MODEL.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @friendly
 def inspect_command(model: Path | None, model_path: Path | None, as_json: bool) -> None:
@@ -393,7 +393,7 @@ def _bench_options(main_job: bool):
 @main.command()
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--model", "model_paths", multiple=True, type=click.Path(path_type=Path),
-              help="A model to benchmark, as the arguments are; repeatable.")
+              help="A model to benchmark, as MODELS are; repeatable.")
 @click.option("--export", "export_mode", type=click.Choice(["none", "all"]), default="none",
               show_default=True, help="all: first export MODEL (default: the shipped model) "
               "to every target and precision, then benchmark them all.")
