@@ -307,7 +307,7 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
 @friendly
 def inspect_command(model: Path | None, model_path: Path | None, as_json: bool) -> None:
     """Format, precision, tensors and quantization, ops, float ops left, sparsity and size
-    of MODEL (.tflite, .onnx, OpenVINO .xml, or an edgefer model folder)."""
+    of MODEL, an exported .tflite, .onnx or OpenVINO .xml file."""
     from dataclasses import asdict
 
     from edgefer.export.inspect import inspect_model
