@@ -32,4 +32,4 @@ python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_a
 models=("$exports"/edgefer-mnv3s-fp32.onnx "$exports"/edgefer-mnv3s-fp16.onnx
         "$exports"/edgefer-mnv3s-int8.onnx)
 python3 -m edgefer bench "${models[@]}" --device all --threads "1,$(nproc)" \
-    --batch 1,32,256 --data "$data" --reference "${models[0]}" --report "$report"
+    --batch 1,32,256 --data "$data" --reference "${models[0]}" --out "$report"
