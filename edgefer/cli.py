@@ -247,6 +247,13 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
 @click.option("--debug-int8", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Calibrated INT8: write a per-layer error report (table, plot, JSON) "
               "to DIR, also when the parity gate fails.")
+@click.option("--input-scale", type=float, default=None,
+              help="A model edgefer did not train (.keras, .h5, SavedModel, .onnx): input = "
+              "pixel * scale + offset.")
+@click.option("--input-offset", type=float, default=None, help="See --input-scale.")
+@click.option("--labels", default=None,
+              help="A model edgefer did not train: its output classes in order, comma list "
+              "(default: FER2013's angry,disgust,fear,happy,sad,surprise,neutral).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
               help=f"FER2013 for calibration and parity ({DATA_DEFAULT}).")
 @click.option("--min-agreement", type=float, default=None,
@@ -258,8 +265,13 @@ def train(config_path: Path | None, data_path: str | None, **options) -> None:
               show_default=True, help="Output folder.")
 @friendly
 def export(model: Path | None, model_path: Path | None, target: str, precision: str,
-           data_path: Path | None, calib: Path | None, out_dir: Path, **options) -> None:
+           data_path: Path | None, calib: Path | None, out_dir: Path, input_scale: float | None,
+           input_offset: float | None, labels: str | None, **options) -> None:
     """Export MODEL, check each artifact against it, and write it to --out.
+
+    MODEL is an edgefer model folder, or a float model trained elsewhere: a Keras file
+    (.keras, .h5), a Keras SavedModel folder or an ONNX file (NHWC input), with
+    --input-scale and --input-offset saying how a pixel becomes its input.
 
     Every artifact carries its class names, preprocessing and precision, and is written
     only after it agrees with the source model (the parity gate) on FER2013 images.
@@ -276,10 +288,14 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
     data = data_path or default_data_path()
     if data is None:
         click.echo("note: no FER2013 found; parity is checked on random faces", err=True)
+    from edgefer.export.user_model import InputSpec
+
+    user_input = InputSpec(input_scale, input_offset,
+                           tuple(x.strip() for x in labels.split(",")) if labels else None)
     results = export_all(source, plan(target, precision), out_dir, data,
                          calib, progress=lambda t, p: click.echo(f"exporting {t.value} {p.value}"
                                                                    " ...", err=True),
-                         **options)
+                         user_input=user_input, **options)
     from edgefer.report import size_text
 
     parity = None

@@ -283,3 +283,75 @@ def test_tflite_report_on_a_tiny_model(outlier_model):
     assert all(layer.scale > 0 and layer.layer_sqnr_db > 10 for layer in report.layers)
     assert all(layer.sqnr_db is not None for layer in report.layers)
     assert any("dw" in layer.tensor for layer in report.layers)
+
+
+# --- models edgefer did not train ------------------------------------------------------------
+
+def test_a_users_onnx_model_exports_to_onnx_and_openvino(tmp_path, synthetic_fer,
+                                                        tiny_calibration):
+    import onnx
+
+    from edgefer.artifacts import read_info
+    from edgefer.export import Precision, Target, export_all
+    from edgefer.export.user_model import InputSpec
+
+    path = tmp_path / "stem.onnx"
+    onnx.save(_conv_onnx(), path)
+    spec = InputSpec(1 / 127.5, -1.0)
+    with pytest.raises(ConfigError, match="TFLite needs a Keras model"):
+        list(export_all(path, [(Target.TFLITE, Precision.INT8)], tmp_path / "out",
+                        synthetic_fer, tiny_calibration, user_input=spec))
+    with pytest.raises(ConfigError, match="--input-scale"):
+        list(export_all(path, [(Target.ONNX, Precision.INT8)], tmp_path / "out",
+                        synthetic_fer, tiny_calibration))
+    pairs = [(Target.ONNX, Precision.INT8), (Target.OPENVINO, Precision.INT8)]
+    results = list(export_all(path, pairs, tmp_path / "out", synthetic_fer, tiny_calibration,
+                              user_input=spec, parity_images=40))
+    for r in results:
+        info = read_info(r.path)
+        assert info.precision == "int8-ptq" and info.name == "stem"
+        assert info.preprocess.scale == pytest.approx(1 / 127.5) and r.parity.agreement >= 0.95
+
+
+@pytest.mark.slow
+def test_a_keras_applications_mobilenet_through_the_calibrated_export(tmp_path, synthetic_fer,
+                                                                     tiny_calibration):
+    """keras.applications' MobileNetV3Small (minimalistic: ReLU, no squeeze-excite),
+    trained briefly, as a user's .keras file, calibrated to INT8 on all three engines
+    from the command line, with equalization (its expand/depthwise/project chains)."""
+    from click.testing import CliRunner
+
+    from edgefer._tf import keras
+    from edgefer.artifacts import read_info
+    from edgefer.cli import main
+    from edgefer.data import load_split
+    from edgefer.preprocess import Preprocess
+    from edgefer.runtimes import load_runtime
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.applications.MobileNetV3Small(
+        input_shape=(48, 48, 3), alpha=0.5, minimalistic=True, weights=None, classes=7,
+        include_preprocessing=False)
+    preprocess = Preprocess(channels=3)
+    train = load_split(synthetic_fer, "train")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(preprocess(train.images), train.labels, epochs=2, batch_size=16, verbose=0)
+    path = tmp_path / "mnv3.keras"
+    model.save(path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [
+        "export", str(path), "--input-scale", str(1 / 127.5), "--input-offset", "-1",
+        "--target", "all", "--precision", "int8", "--int8-source", "calibrate", "--equalize",
+        "--data", str(synthetic_fer), "--calib", str(tiny_calibration),
+        "--min-agreement", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    files = sorted(p for p in out.iterdir() if p.suffix in (".tflite", ".onnx", ".xml"))
+    assert [p.suffix for p in files] == [".onnx", ".tflite", ".xml"]
+    faces = load_split(synthetic_fer, "test").images
+    expected = model.predict(preprocess(faces), verbose=0)
+    for file in files:
+        info = read_info(file)
+        assert info.preprocess.channels == 3 and info.precision == "int8-ptq"
+        probs = load_runtime(file).predict_faces(faces)
+        assert probs.shape == expected.shape and np.abs(probs - expected).max() < 0.25, file

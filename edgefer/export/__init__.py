@@ -47,10 +47,20 @@ def plan(targets: str, precisions: str) -> list[tuple[Target, Precision]]:
     return pairs
 
 
-def export_all(model_path, pairs, out_dir, data=None, calib=None, progress=None, **options):
-    """Export one model to several (target, precision) pairs; yields ExportResults."""
+def export_all(model_path, pairs, out_dir, data=None, calib=None, progress=None,
+               user_input=None, **options):
+    """Export one model to several (target, precision) pairs; yields ExportResults.
+    ``user_input``: the preprocessing of a model edgefer did not train
+    (``edgefer.export.user_model.InputSpec``)."""
+    from edgefer.errors import ConfigError
+
     every = [ExportOptions(target, precision, **options) for target, precision in pairs]
-    loaded = load_source(model_path, data, calib)  # only after every option is known good
+    if str(model_path).lower().endswith(".onnx") and any(
+            o.target is Target.TFLITE for o in every):
+        raise ConfigError(f"{model_path} is ONNX: edgefer exports it to onnx and openvino, "
+                          "TFLite needs a Keras model")
+    # only after every option is known good
+    loaded = load_source(model_path, data, calib, user_input)
     for chosen in every:
         if progress:
             progress(chosen.target, chosen.precision)

@@ -40,6 +40,7 @@ class Source:
     calibration: Callable[[], CalibrationSet] | None = None  # loaded only when INT8 needs it
     validation: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None  # inputs, labels
     converted: dict = field(default_factory=dict)  # tf2onnx results, reused across targets
+    float_onnx: object | None = None  # a user's ONNX model (then no Keras model)
 
     def calibration_set(self) -> CalibrationSet:
         if self.calibration is None:
@@ -197,6 +198,9 @@ def _tflite_float_tensor(model, graph, schema, like: int) -> int:
 
 
 def export_tflite(source: Source, options: ExportOptions) -> bytes:
+    if source.float_model is None:
+        raise ExportError("TFLite export needs a Keras model; this one is ONNX (export it to "
+                          "onnx or openvino)")
     if options.precision is not Precision.INT8:
         return keras_to_tflite(source.float_model, options.precision, batch=options.batch)
     if int8_from_qat(source, options):
@@ -428,6 +432,10 @@ def _converted_once(source: Source, key: tuple, convert: Callable[[], object]):
 
 def _onnx_float(source: Source, options: ExportOptions, prepared: bool = False):
     """The float ONNX model; ``prepared``: of ``prepared_float_model`` (calibrated INT8)."""
+    if source.float_onnx is not None:  # a user's ONNX model: the Keras rewrites cannot run
+        if prepared and options.equalize:
+            raise ExportError("--equalize rewrites a Keras model; this one is ONNX")
+        return _converted_once(source, ("user-onnx",), lambda: source.float_onnx)
     model = prepared_float_model(source, options) if prepared else source.float_model
 
     def convert():

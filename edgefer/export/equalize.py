@@ -9,7 +9,7 @@ before the TFLite and ONNX conversions (NNCF does its own for OpenVINO).
   matching input channel of the second multiplied by it, with
   s_i = sqrt(r1_i / r2_i) (r: the channel's largest absolute weight), so both end with
   the same range sqrt(r1_i r2_i). The function is unchanged where what lies between the
-  two is positively homogeneous: nothing, ReLU, or a clip (its bounds are divided by
+  two is positively homogeneous: nothing, ReLU, zero padding, or a clip (its bounds are divided by
   s_i per channel; a ReLU6 becomes ReLU and such a clip). Hard-swish and sigmoid are
   not, so no pair is equalized across them, nor across a tensor read by anything else
   (a residual add, a squeeze-excite multiply).
@@ -170,7 +170,7 @@ def _out_shape(layer, per_channel: np.ndarray) -> np.ndarray:
 
 # --- cross-layer equalization ----------------------------------------------------------------
 
-_BETWEEN = ("ReLU", "Clip", "Activation")
+_BETWEEN = ("ReLU", "Clip", "Activation", "ZeroPadding2D")
 
 
 def _output_range(layer) -> np.ndarray:
@@ -195,7 +195,7 @@ def _positive_homogeneous(layer) -> bool:
         return not layer.negative_slope and not layer.threshold
     if kind == "Activation":
         return layer.get_config()["activation"] in ("relu", "linear")
-    return kind == "Clip"
+    return kind in ("Clip", "ZeroPadding2D")
 
 
 def _chains(model) -> list[tuple[object, list, object]]:

@@ -53,12 +53,23 @@ class LoadedModel:
 
 
 def load_source(model_path: str | os.PathLike, data: Path | None = None,
-                calib_manifest: Path | None = None) -> LoadedModel:
+                calib_manifest: Path | None = None, user_input=None) -> LoadedModel:
     """Load the model for exports. The model's record, ``data`` and a ``calib_manifest``
-    asked for by name are checked first, before TensorFlow loads (tens of seconds)."""
+    asked for by name are checked first, before TensorFlow loads (tens of seconds).
+
+    ``model_path`` is an edgefer model folder, or a user's float model (Keras file or
+    SavedModel, ONNX file) whose preprocessing ``user_input`` (a ``user_model.InputSpec``)
+    gives."""
     from edgefer.data import check_source
+    from edgefer.export import user_model
     from edgefer.model.store import check_record
 
+    if user_model.is_user_model(model_path):
+        return _load_user_model(Path(model_path), data, calib_manifest,
+                                user_input or user_model.InputSpec())
+    if user_input is not None and user_input.given:
+        raise ConfigError("--input-scale, --input-offset and --labels describe a model "
+                          "edgefer did not train; an edgefer model records its own")
     _, info = check_record(model_path)
     if data is not None:
         check_source(data, "train")
@@ -79,6 +90,32 @@ def load_source(model_path: str | os.PathLike, data: Path | None = None,
     source = Source(model, twin, stage.quantized, shape, calibration=calibration,
                     validation=_validation_loader(data, info))
     return LoadedModel(Path(model_path), info.name, source, info, weights_sha256(model_path))
+
+
+def _load_user_model(path: Path, data: Path | None, calib_manifest: Path | None,
+                     spec) -> LoadedModel:
+    from edgefer.data import check_source
+    from edgefer.export import user_model
+
+    if not path.exists():
+        raise ConfigError(f"model not found: {path}")
+    if data is not None:
+        check_source(data, "train")
+    if path.suffix.lower() == ".onnx":
+        proto = user_model.load_onnx(path)
+        info = user_model.model_info(path, user_model.onnx_input_shape(proto), spec)
+        keras_model = None
+    else:
+        keras_model = user_model.load_keras(path)
+        proto = None
+        info = user_model.model_info(path, tuple(keras_model.input_shape), spec)
+    calibration = _calibration_loader(calib_manifest, data, info)
+    if calib_manifest is not None and calibration is not None:
+        calibration()
+    shape = (info.preprocess.size, info.preprocess.size, info.preprocess.channels)
+    source = Source(keras_model, keras_model, False, shape, calibration=calibration,
+                    validation=_validation_loader(data, info), float_onnx=proto)
+    return LoadedModel(path, info.name, source, info, user_model.file_sha256(path))
 
 
 def _calibration_loader(manifest: Path | None, data: Path | None,
@@ -228,10 +265,23 @@ def reference_probabilities(loaded: LoadedModel, options: ExportOptions,
     """The Keras model the export came from: the QAT model for QAT INT8, else the float one."""
     from_qat = options.precision is Precision.INT8 and int8_from_qat(loaded.source, options)
     model = loaded.source.model if from_qat else loaded.source.float_model
+    if model is None:  # a user's ONNX model: ONNX Runtime runs the reference
+        model = loaded.source.float_onnx
     key = (id(model), inputs.shape, float(inputs.sum()))
     if key not in _REFERENCE_CACHE:
-        _REFERENCE_CACHE[key] = np.asarray(model.predict(inputs, batch_size=100, verbose=0))
+        _REFERENCE_CACHE[key] = _predict(model, inputs)
     return _REFERENCE_CACHE[key]
+
+
+def _predict(model, inputs: np.ndarray) -> np.ndarray:
+    if hasattr(model, "predict"):
+        return np.asarray(model.predict(inputs, batch_size=100, verbose=0))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: inputs[i:i + 1]})[0]
+                           for i in range(len(inputs))])
 
 
 _REFERENCE_CACHE: dict[tuple, np.ndarray] = {}
