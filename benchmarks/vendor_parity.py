@@ -70,10 +70,11 @@ def benchmark_app_command(model: Path, threads: int, runs: int,
 
 
 def edgefer_command(model: Path, threads: int, runs: int, warmup: int, json_path: Path,
-                    batches: tuple[int, ...] = (1,)) -> list[str]:
+                    batches: tuple[int, ...] = (1,), min_time: float = 0.0) -> list[str]:
+    """At each batch size: ``runs`` timed calls and ``min_time`` seconds at least."""
     return [sys.executable, "-m", "edgefer", "bench", str(model), "--threads", str(threads),
             "--batch", ",".join(map(str, batches)), "--warmup", str(warmup), "--min-runs",
-            str(runs), "--min-time", "0", "--json", str(json_path)]
+            str(runs), "--min-time", f"{min_time:g}", "--json", str(json_path)]
 
 
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
@@ -147,9 +148,10 @@ def static_ir(model: Path) -> bool:
 
 
 def edgefer(model: Path, args, folder: Path, batches: tuple[int, ...] = (1,),
-            runs: int | None = None) -> dict[int, dict[str, float]]:
+            runs: int | None = None, min_time: float = 0.0) -> dict[int, dict[str, float]]:
     path = folder / "bench.json"
-    run(edgefer_command(model, args.threads, runs or args.runs, args.warmup, path, batches))
+    run(edgefer_command(model, args.threads, runs or args.runs, args.warmup, path, batches,
+                        min_time))
     data = json.loads(path.read_text())
     return {batch: parse_edgefer(data, batch) for batch in batches}
 
@@ -227,8 +229,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=1000, help="Timed runs per measurement.")
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--shape-runs", type=int, default=100,
-                        help="Timed runs per batch size in the batch-shape comparison.")
+    parser.add_argument("--shape-runs", type=int, default=20,
+                        help="Timed runs per batch size in the batch-shape comparison, and "
+                        "--shape-time seconds at least.")
+    parser.add_argument("--shape-time", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path("reports/vendor_parity.json"))
     args = parser.parse_args()
@@ -259,7 +263,7 @@ def main() -> None:
                       f"{result['edgefer']['call_p50_ms']:.3f} ms", flush=True)
             for (target, precision), pair in shapes.items():
                 result = in_turns([(shape, lambda m=model: edgefer(
-                    m, args, Path(tmp), (1, BATCH), args.shape_runs))
+                    m, args, Path(tmp), (1, BATCH), args.shape_runs, args.shape_time))
                     for shape, model in zip(("static", "dynamic"), pair, strict=True)], i)
                 shape_rounds[f"{target} {precision}"].append(result)
                 print(f"round {i + 1} {target} {precision}: latency static "
@@ -272,7 +276,8 @@ def main() -> None:
                      for key, r in shape_rounds.items()}
     out = {"context": asdict(collect()), "threads": args.threads, "batch": 1,
            "rounds": args.rounds, "runs_per_measurement": args.runs, "warmup": args.warmup,
-           "runs_per_batch_shape_measurement": args.shape_runs,
+           "batch_shape_measurement": f"at least {args.shape_runs} runs and "
+                                      f"{args.shape_time:g} s per batch size",
            "seconds": round(time.time() - started), "goal": f"latency ratio within {GOAL:.0%}",
            "not_compared": NOT_ON_PYPI, "models": summary, "batch_shapes": shape_summary}
     for key, s in summary.items():

@@ -115,11 +115,12 @@ def test_commands_ask_for_one_thread_batch_one_and_the_same_runs(parity, tmp_pat
                      "-nstreams": "1", "-nthreads": "1", "-niter": "1000"}
     assert parity.benchmark_app_command(model, 1, 1000, "[1,48,48,1]")[-2:] == \
         ["-shape", "[1,48,48,1]"]
-    edgefer = parity.edgefer_command(model, 1, 1000, 50, tmp_path / "b.json", (1, 32))
+    edgefer = parity.edgefer_command(model, 1, 1000, 50, tmp_path / "b.json", (1, 32), 0.5)
     assert edgefer[1:5] == ["-m", "edgefer", "bench", str(model)]
     assert dict(zip(edgefer[5::2], edgefer[6::2], strict=True)) == {
         "--threads": "1", "--batch": "1,32", "--warmup": "50", "--min-runs": "1000",
-        "--min-time": "0", "--json": str(tmp_path / "b.json")}
+        "--min-time": "0.5", "--json": str(tmp_path / "b.json")}
+    assert parity.edgefer_command(model, 1, 1000, 50, tmp_path / "b.json")[-3] == "0"
 
 
 def test_summary_is_the_median_of_the_per_round_ratios(parity):
