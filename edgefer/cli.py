@@ -188,23 +188,35 @@ def _data_or_default(path: Path | None) -> Path:
               help="Start the float stage from this edgefer model's weights (continue a run).")
 @click.option("--seed", type=int, default=None)
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]),
-              default=None, help="tf.distribute strategy for several GPUs or machines.")
+              default=None, help="tf.distribute strategy for several GPUs or machines "
+              "(multiworker: the cluster comes from TF_CONFIG or --workers).")
+@click.option("--workers", default=None, metavar="HOST:PORT,...",
+              help="Train on several machines: every worker's address, the chief first "
+              "(sets TF_CONFIG; implies --strategy multiworker). See docs/distributed.md.")
+@click.option("--worker-index", type=int, default=None,
+              help="With --workers: this machine's place in the list (0: the chief).")
 @friendly
-def train(config_path: Path | None, data_path: str | None, **options) -> None:
+def train(config_path: Path | None, data_path: str | None, workers: str | None,
+          worker_index: int | None, **options) -> None:
     """Train the expression model: float, then pruning and (pruning-preserving) QAT.
 
-    Every stage checkpoints each epoch; run the same command again to resume.
+    Every stage checkpoints each epoch; run the same command again to resume. With
+    --workers (or TF_CONFIG and --strategy multiworker), run it on every machine.
     """
     from edgefer.outputs import check_writable
+    from edgefer.train.cluster import use_workers
     from edgefer.train.config import load_config
     from edgefer.train.run import Trainer
 
     options = {key.replace("__", "."): value for key, value in options.items()}
+    if workers is not None or worker_index is not None:
+        options["strategy"] = use_workers(workers, worker_index, options["strategy"])
     config = load_config(config_path, data=data_path, **options)
     check_writable(config.run_dir, folder=True,
                    inputs=[config_path, config.data or None, config.init_from or None])
     summary = Trainer(config, log=click.echo).run()
-    click.echo(json.dumps(summary["publictest_accuracy_keras"]))
+    if summary is not None:  # None on the workers that are not the chief
+        click.echo(json.dumps(summary["publictest_accuracy_keras"]))
 
 
 # --- export ------------------------------------------------------------------------

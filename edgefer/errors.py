@@ -42,6 +42,10 @@ class RemoteError(EdgeferError):
     """A remote device (SSH or adb) could not be reached or used."""
 
 
+class ClusterError(EdgeferError):
+    """Another worker of a multi-worker training stopped, or could not be reached."""
+
+
 class BenchFailedError(EdgeferError):
     """A model or export could not be benchmarked (its row in the report says why)."""
 

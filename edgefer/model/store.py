@@ -158,7 +158,7 @@ def float_twin(model, config, keep_qat_ranges: bool = False):
         key = "/".join(weight.name.split("/")[-2:])
         if key not in by_name:
             raise ModelError(f"cannot find weight {key} in the wrapped model")
-        weight.assign(by_name[key])
+        weight.assign(by_name[key], read_value=False)  # a read would be a collective
     ranges = qat_output_ranges(model) if keep_qat_ranges else {}
     return with_output_clips(twin, ranges) if ranges else twin
 

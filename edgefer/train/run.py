@@ -6,12 +6,18 @@ records the settings it was made with (``settings.json``); a later run into the 
 with other settings stops before training instead of reusing stages. Model selection
 uses a stratified validation slice of the training split; PublicTest is read once, at
 the end, for the report.
+
+With ``--strategy multiworker`` every worker runs this same code; only the chief writes
+the run folder (the others write to a temporary folder they remove), and the chief's
+settings, decisions and variables reach the others over collectives (see cluster.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,12 +27,19 @@ from edgefer import __version__
 from edgefer._tf import keras, tf
 from edgefer.calibration import choose_subset
 from edgefer.data import FerSplit, load_split
-from edgefer.errors import ConfigError
+from edgefer.errors import ClusterError, ConfigError
 from edgefer.labels import NUM_CLASSES
 from edgefer.model import qat
 from edgefer.model.store import Stage, build_for_stage, float_twin, load_model, save_model
 from edgefer.outputs import write_text_atomic
 from edgefer.preprocess import ModelInfo, Preprocess
+from edgefer.train.cluster import (
+    Cluster,
+    broadcast_from_chief,
+    cluster_error,
+    cluster_from_env,
+    gather_json,
+)
 from edgefer.train.config import ClassWeights, Loss, Optimizer, Schedule, Strategy, TrainConfig
 from edgefer.train.pipeline import make_dataset
 
@@ -86,6 +99,19 @@ def setting_changes(old: dict, new: dict) -> list[str]:
     return changes
 
 
+def worker_changes(chief: dict, worker: dict) -> list[str]:
+    """What a worker's settings record has that the chief's has not: its options (the
+    folder options aside), its edgefer version and its training data (by content)."""
+    changes = setting_changes({**chief, "data": {}}, {**worker, "data": {}})
+    if chief.get("edgefer_version") != worker.get("edgefer_version"):
+        changes.insert(0, f"edgefer {chief.get('edgefer_version')} -> "
+                          f"{worker.get('edgefer_version')}")
+    ours, theirs = ((r.get("data") or {}).get("train_sha256") for r in (chief, worker))
+    if ours != theirs:
+        changes.append(f"training data differs (sha256 {str(ours)[:12]} -> {str(theirs)[:12]})")
+    return changes
+
+
 def class_weights(labels: np.ndarray, mode: ClassWeights) -> np.ndarray:
     counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
     balanced = counts.sum() / (NUM_CLASSES * np.maximum(counts, 1))
@@ -103,6 +129,31 @@ def _strategy(kind: Strategy):
     if kind is Strategy.MULTIWORKER:
         return _tf.distribute.MultiWorkerMirroredStrategy()
     return _tf.distribute.get_strategy()
+
+
+def _by_worker(ds):
+    """Multi-worker: each worker keeps its share of every global batch (no effect otherwise)."""
+    options = _tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        _tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options)
+
+
+def _cluster_failure(exc: Exception) -> bool:
+    """A collective that failed because another worker died, left or cannot be reached."""
+    lost = (_tf.errors.UnavailableError, _tf.errors.AbortedError, _tf.errors.CancelledError,
+            _tf.errors.DeadlineExceededError)
+    return isinstance(exc, lost) or "Collective ops is aborted" in str(exc)
+
+
+def weights_digest(model) -> str:
+    """sha256 of a model's variables in order, as this worker's first replica holds them."""
+    strategy = _tf.distribute.get_strategy()
+    h = hashlib.sha256()
+    for weight in model.weights:
+        h.update(np.ascontiguousarray(strategy.experimental_local_results(weight)[0].numpy())
+                 .tobytes())
+    return h.hexdigest()
 
 
 def _loss(config: TrainConfig):
@@ -141,6 +192,24 @@ class Throughput(_keras.callbacks.Callback):
             logs["images_per_s"] = rate
 
 
+class FromChief(_keras.callbacks.Callback):
+    """Multi-worker: when fit starts (after ``BackupAndRestore`` restored the chief's
+    checkpoint), every worker takes the chief's model, optimizer and epoch counters, so
+    workers need no copy of the run folder to start a stage or to resume one."""
+
+    def __init__(self, strategy) -> None:
+        super().__init__()
+        self.strategy = strategy
+
+    def on_train_begin(self, logs=None):
+        # the epoch counters BackupAndRestore restored (tf-keras keeps them on the model)
+        state = getattr(self.model, "_training_state", None)
+        counters = [getattr(state, name) for name in ("_ckpt_saved_epoch", "_ckpt_saved_batch")
+                    if hasattr(state, name)]
+        broadcast_from_chief(self.strategy, [*self.model.weights,
+                                             *self.model.optimizer.variables, *counters])
+
+
 class Trainer:
     """Runs the stages of one TrainConfig under ``config.run_dir``."""
 
@@ -149,6 +218,15 @@ class Trainer:
         self.log = log
         self.dir = config.run_dir
         self.preprocess = Preprocess(size=config.model.input_size, channels=config.model.channels)
+        self.cluster: Cluster | None = None
+        if config.strategy is Strategy.MULTIWORKER:
+            self.cluster = cluster_from_env()
+            name = self.cluster.name()
+            self.log = lambda message: log(f"{name}: {message}")
+            self.log(f"waiting for all {self.cluster.size} workers "
+                     f"({', '.join(self.cluster.names())})")
+        self.chief = self.cluster is None or self.cluster.is_chief
+        self.done: set[str] | None = None  # multi-worker: the stages the chief had done
         self.strategy = _strategy(config.strategy)
         _keras.utils.set_random_seed(config.seed)
         data_path = config.data_path()
@@ -172,13 +250,62 @@ class Trainer:
                 stages.append((Stage.PQAT, Stage.PRUNE, c.qat_epochs))
         return stages
 
-    def run(self) -> dict:
-        self.check_settings()
+    def run(self) -> dict | None:
+        """The summary (None on a worker that is not the chief: the chief writes it)."""
+        if self.cluster is None:
+            self.check_settings()
+            return self._run()
+        try:
+            if self.chief:
+                return self._run()
+            # the same files as the chief's, written where they bother no one, then removed
+            with tempfile.TemporaryDirectory(prefix=f"edgefer-{self.cluster.task_type}"
+                                                    f"{self.cluster.task_index}-") as scratch:
+                self.dir = Path(scratch)
+                return self._run()
+        except _tf.errors.OpError as exc:
+            if not _cluster_failure(exc):
+                raise
+            raise cluster_error(exc, self.cluster) from exc
+
+    def _run(self) -> dict | None:
+        self.done = self.agree() if self.cluster else None
         results = {}
         for stage, parent, epochs in self.plan():
             results[stage.value] = self.run_stage(stage, parent, epochs)
+        if not self.chief:
+            self.log("finished; the chief writes the run folder")
+            return None
         final = self.choose_final()
         return self.report(results, final)
+
+    def agree(self) -> set[str]:
+        """Multi-worker: every worker checks its settings against the chief's, and learns
+        which stages the chief has done. All of them stop if one differs."""
+        assert self.cluster is not None
+        problem, done = None, []
+        if self.chief:
+            problem = self.settings_conflict()
+            done = [s.value for s, _, _ in self.plan()
+                    if (self.stage_dir(s) / "done.json").is_file()]
+        records = gather_json(self.strategy, {"settings": self.settings(), "problem": problem,
+                                              "done": done}, self.cluster.size)
+        chief, names = records[0], self.cluster.names()
+        if chief["problem"]:
+            raise ConfigError(chief["problem"] if self.chief
+                              else f"the chief, {names[0]}, refused: {chief['problem']}")
+        differences = []
+        for name, record in zip(names, records, strict=True):
+            changes = worker_changes(chief["settings"], record["settings"])
+            if changes:
+                differences.append(f"{name} ({', '.join(changes)})")
+        if differences:
+            raise ConfigError(f"workers started with other settings than the chief, "
+                              f"{names[0]}: {'; '.join(differences)}; start every worker "
+                              "with the same options and the same data")
+        if self.chief:
+            self.record_settings()
+        return set(chief["done"])
 
     def settings(self) -> dict:
         """What ``settings.json`` records: the options and the training data's identity."""
@@ -192,41 +319,58 @@ class Trainer:
         A folder from before settings were recorded resumes unchecked and records the
         settings of this run from then on.
         """
+        problem = self.settings_conflict()
+        if problem:
+            raise ConfigError(problem)
+        self.record_settings()
+
+    def settings_conflict(self) -> str | None:
+        """Why this run may not go on in its folder (other settings made it), or None."""
         file = self.dir / _SETTINGS
-        ours = self.settings()
         try:
             theirs = json.loads(file.read_text())
             if not isinstance(theirs, dict):
                 raise ValueError("not a JSON object")
         except FileNotFoundError:
-            if self.dir.is_dir() and any(self.dir.iterdir()):
-                self.log(f"note: {self.dir} records no settings (an older edgefer made it): "
-                         "resuming without checking them")
-            write_text_atomic(file, json.dumps(ours, indent=1) + "\n")
-            return
+            return None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {file} ({exc}); pass --name NEW to start a new "
-                              f"run, or delete {self.dir} to start over") from exc
-        changes = setting_changes(theirs, ours)
-        if changes:
-            shown = ", ".join(changes[:4]) + (f" and {len(changes) - 4} more"
-                                              if len(changes) > 4 else "")
-            raise ConfigError(f"{self.dir} was made with other settings ({shown}); pass "
-                              f"--name NEW to start a new run, or delete {self.dir} to "
-                              "start over")
+            return (f"cannot read {file} ({exc}); pass --name NEW to start a new run, or "
+                    f"delete {self.dir} to start over")
+        changes = setting_changes(theirs, self.settings())
+        if not changes:
+            return None
+        shown = ", ".join(changes[:4]) + (f" and {len(changes) - 4} more"
+                                          if len(changes) > 4 else "")
+        return (f"{self.dir} was made with other settings ({shown}); pass --name NEW to "
+                f"start a new run, or delete {self.dir} to start over")
+
+    def record_settings(self) -> None:
+        file = self.dir / _SETTINGS
+        if file.is_file():
+            return
+        if self.dir.is_dir() and any(self.dir.iterdir()):
+            self.log(f"note: {self.dir} records no settings (an older edgefer made it): "
+                     "resuming without checking them")
+        write_text_atomic(file, json.dumps(self.settings(), indent=1) + "\n")
 
     def stage_dir(self, stage: Stage) -> Path:
         return self.dir / stage.value
 
+    def _is_done(self, stage: Stage) -> bool:
+        """Done in the run folder (multi-worker: in the chief's, when the run started)."""
+        if self.done is not None:
+            return stage.value in self.done
+        return (self.stage_dir(stage) / "done.json").is_file()
+
     def run_stage(self, stage: Stage, parent: Stage | None, epochs: int) -> dict:
         done = self.stage_dir(stage) / "done.json"
-        if done.is_file():
+        if self._is_done(stage):
             self.log(f"stage {stage.value}: already done, skipped")
-            return json.loads(done.read_text())
+            return json.loads(done.read_text()) if self.chief else {}
         self.log(f"stage {stage.value}: {epochs} epoch(s)")
         steps = max(1, len(self.train) // self.config.batch_size)
+        model = self._initial_model(stage, parent, epochs * steps)
         with self.strategy.scope():
-            model = self._initial_model(stage, parent, epochs * steps)
             lr = self.config.qat_lr if stage.quantized else self.config.lr
             if stage is Stage.PRUNE:
                 lr = self.config.lr / 10
@@ -238,9 +382,11 @@ class Trainer:
                             callbacks=self._callbacks(stage, throughput),
                             verbose=1 if sys.stdout.isatty() else 2)
         best = self.stage_dir(stage) / _BEST
-        if best.with_suffix(".ckpt.index").is_file():
-            with self.strategy.scope():
+        with self.strategy.scope():
+            if best.with_suffix(".ckpt.index").is_file():  # only the chief's folder has it
                 model.load_weights(str(best))
+            if self.cluster:
+                broadcast_from_chief(self.strategy, model.weights)
         _, val_acc = model.evaluate(self._val_ds(), verbose=0)
         if stage is Stage.PRUNE:
             model = qat.strip_pruning(model)
@@ -249,33 +395,55 @@ class Trainer:
         result = {"stage": stage.value, "val_accuracy": float(val_acc),
                   "epochs_run": len(history.epoch), "seconds": time.perf_counter() - started,
                   "images_per_s": float(np.median(throughput.rates)) if throughput.rates else 0.0}
-        done.write_text(json.dumps(result, indent=1) + "\n")
+        write_text_atomic(done, json.dumps(result, indent=1) + "\n")
         self.log(f"stage {stage.value}: validation accuracy {val_acc:.4f}")
+        if self.cluster:
+            self._check_same_weights(stage, model)
         return result
 
+    def _check_same_weights(self, stage: Stage, model) -> None:
+        """Every worker must end a stage holding the model the chief saved."""
+        with self.strategy.scope():
+            digests = gather_json(self.strategy, weights_digest(model), self.cluster.size)
+        if len(set(digests)) != 1:
+            raise ClusterError(f"stage {stage.value}: the workers' weights differ after "
+                               f"training ({', '.join(d[:12] for d in digests)})")
+        self.log(f"stage {stage.value}: all {len(digests)} workers hold the same weights "
+                 f"(sha256 {digests[0][:12]})")
+
     def _initial_model(self, stage: Stage, parent: Stage | None, total_steps: int):
-        model = build_for_stage(self.config.model, Stage.FLOAT)
         start = self.stage_dir(parent) / "model" if parent else self.config.init_from
-        if start:
-            trained, _, _ = load_model(start)
-            model = float_twin(trained, self.config.model)
-        if stage is Stage.PRUNE:
-            end = max(1, int(total_steps * 0.75))
-            return qat.prune(model, self.config.target_sparsity, 0, end,
-                             frequency=max(1, min(100, end // 10)),
-                             min_weights=self.config.prune_min_weights)
-        if stage.quantized:
-            return qat.quantize(model, preserve_sparsity=stage is Stage.PQAT)
-        return model
+        # Loaded outside the strategy: under MultiWorkerMirroredStrategy making a variable
+        # is a collective, and only the chief reads the run folder (the others get its
+        # weights when fit starts, see FromChief).
+        trained = load_model(start)[0] if start and self.chief else None
+        with self.strategy.scope():
+            model = (build_for_stage(self.config.model, Stage.FLOAT) if trained is None
+                     else float_twin(trained, self.config.model))
+            if stage is Stage.PRUNE:
+                end = max(1, int(total_steps * 0.75))
+                return qat.prune(model, self.config.target_sparsity, 0, end,
+                                 frequency=max(1, min(100, end // 10)),
+                                 min_weights=self.config.prune_min_weights)
+            if stage.quantized:
+                return qat.quantize(model, preserve_sparsity=stage is Stage.PQAT)
+            return model
 
     def _callbacks(self, stage: Stage, throughput: Throughput) -> list:
         folder = self.stage_dir(stage)
         folder.mkdir(parents=True, exist_ok=True)
+        if stage is Stage.PRUNE:
+            # magnitudes keep changing until the schedule ends: keep the last epoch's
+            best = _keras.callbacks.ModelCheckpoint(str(folder / _BEST), save_weights_only=True)
+        else:
+            best = _keras.callbacks.ModelCheckpoint(str(folder / _BEST), monitor="val_accuracy",
+                                                    save_best_only=True, save_weights_only=True,
+                                                    mode="max")
         callbacks = [
             _keras.callbacks.BackupAndRestore(str(folder / "backup")),
-            _keras.callbacks.ModelCheckpoint(str(folder / _BEST),
-                                             monitor="val_accuracy", save_best_only=True,
-                                             save_weights_only=True, mode="max"),
+            # right after the restore, before anything reads the weights (KeepZeros)
+            *([FromChief(self.strategy)] if self.cluster else []),
+            best,
             _keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                            patience=self.config.early_stopping),
             throughput,
@@ -285,9 +453,6 @@ class Trainer:
             callbacks.append(qat.KeepZeros())
         if stage is Stage.PRUNE:
             callbacks += qat.pruning_callbacks()
-            # magnitudes keep changing until the schedule ends: select only after it
-            callbacks[1] = _keras.callbacks.ModelCheckpoint(
-                str(folder / _BEST), save_weights_only=True)
         if self.config.schedule is Schedule.PLATEAU:
             callbacks.append(_keras.callbacks.ReduceLROnPlateau(
                 monitor="val_accuracy", mode="max", factor=0.3, patience=3))
@@ -295,14 +460,14 @@ class Trainer:
 
     def _train_ds(self):
         weights = class_weights(self.train.labels, self.config.class_weights)
-        return make_dataset(self.train.images, self.train.labels, self.preprocess,
-                            self.config.batch_size, training=True,
-                            augment=self.config.augment, seed=self.config.seed,
-                            sample_weights=weights[self.train.labels])
+        ds = make_dataset(self.train.images, self.train.labels, self.preprocess,
+                          self.config.batch_size, training=True, augment=self.config.augment,
+                          seed=self.config.seed, sample_weights=weights[self.train.labels])
+        return _by_worker(ds)
 
     def _val_ds(self):
-        return make_dataset(self.val.images, self.val.labels, self.preprocess, 256,
-                            training=False)
+        return _by_worker(make_dataset(self.val.images, self.val.labels, self.preprocess, 256,
+                                       training=False))
 
     def _info(self, stage: Stage) -> ModelInfo:
         return ModelInfo(preprocess=self.preprocess, precision="int8-qat" if stage.quantized
@@ -331,7 +496,7 @@ class Trainer:
                    "publictest_accuracy_keras": tested,
                    "train_images": len(self.train), "val_images": len(self.val),
                    "total_seconds": sum(r["seconds"] for r in results.values())}
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_text_atomic(self.dir / "summary.json", json.dumps(summary, indent=1) + "\n")
         final_dir = self.stage_dir(final) / "model"
         self.log(f"final model: {final_dir} ({final.value}); PublicTest accuracy (Keras): "
                  + ", ".join(f"{k} {v:.4f}" for k, v in tested.items()))
