@@ -250,9 +250,10 @@ def train(config_path: Path | None, data_path: str | None, workers: str | None,
 @click.option("--equalize/--no-equalize", default=False, show_default=True,
               help="Calibrated INT8: cross-layer equalization of the float model first "
               "(across ReLU and clips; see docs/quantization.md).")
-@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
-              help="Calibrated INT8: correct the mean shift weight quantization causes "
-              "(NNCF's bias correction for OpenVINO).")
+@click.option("--bias-correction/--no-bias-correction", default=None,
+              help="Calibrated INT8: correct the mean shift quantization causes (NNCF's bias "
+              "correction for OpenVINO, on by default; the weights' for TFLite and ONNX, off "
+              "by default).")
 @click.option("--keep-float", default="", metavar="LAYERS",
               help="Calibrated INT8: keep these layers (comma list of names from the "
               "--debug-int8 report, matched as parts of node names) in float.")

@@ -263,6 +263,11 @@ def test_calibration_methods_per_engine():
     with pytest.raises(ConfigError, match="openvino has no entropy"):
         ExportOptions("openvino", "int8", calib_method="entropy")
     assert ExportOptions("onnx", "int8", keep_float="a, b,").keep_float == ("a", "b")
+    # bias correction: NNCF's for OpenVINO unless refused; the Keras one only when asked
+    assert ExportOptions("openvino", "int8").corrects_bias
+    assert not ExportOptions("openvino", "int8", bias_correction=False).corrects_bias
+    assert not ExportOptions("tflite", "int8").corrects_bias
+    assert ExportOptions("onnx", "int8", bias_correction=True).corrects_bias
 
 
 def test_tflite_report_on_a_tiny_model(outlier_model):
@@ -355,3 +360,31 @@ def test_a_keras_applications_mobilenet_through_the_calibrated_export(tmp_path, 
         assert info.preprocess.channels == 3 and info.precision == "int8-ptq"
         probs = load_runtime(file).predict_faces(faces)
         assert probs.shape == expected.shape and np.abs(probs - expected).max() < 0.25, file
+
+
+def test_clips_written_as_min_and_max_become_one_quantizer():
+    """tf2onnx writes a clip as Min then Max; ONNX Runtime then quantizes the tensor before
+    the clip with its own, wider range. As a Clip, the quantizer takes it over."""
+    from onnx import helper, numpy_helper
+
+    from edgefer.export.options import CalibMethod
+    from edgefer.export.ptq import onnx_int8, onnx_min_max_to_clip
+
+    proto = _conv_onnx()
+    nodes = list(proto.graph.node)
+    relu = next(n for n in nodes if n.op_type == "Relu")
+    relu.output[0] = "wide"
+    nodes.insert(nodes.index(relu) + 1, helper.make_node("Min", ["wide", "high"], ["lower"]))
+    nodes.insert(nodes.index(relu) + 2, helper.make_node("Max", ["lower", "low"], ["stem_act"],
+                                                         name="clip"))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    proto.graph.initializer.extend([numpy_helper.from_array(np.full(1, 2.0, np.float32), "high"),
+                                    numpy_helper.from_array(np.zeros(1, np.float32), "low")])
+    x = _calibration(8).images()
+    clipped = onnx_min_max_to_clip(type(proto).FromString(proto.SerializeToString()))
+    assert [n.op_type for n in clipped.graph.node].count("Clip") == 1
+    np.testing.assert_allclose(_ort(clipped, x), _ort(proto, x), rtol=1e-6, atol=1e-6)
+    int8 = onnx_int8(proto, _calibration(), CalibMethod.MINMAX)
+    ops = [n.op_type for n in int8.graph.node]
+    assert "Min" not in ops and "Max" not in ops and "Clip" not in ops

@@ -217,14 +217,14 @@ def prepared_float_model(source: Source, options: ExportOptions):
     equalization and bias correction (``edgefer.export.equalize``), made once."""
     from edgefer.export import equalize
 
-    if not (options.equalize or options.bias_correction):
+    if not (options.equalize or options.corrects_bias):
         return source.float_model
-    key = ("prepared", options.equalize, options.bias_correction)
+    key = ("prepared", options.equalize, options.corrects_bias)
     if key not in source.converted:
         model, _ = equalize.fold_batchnorm(source.float_model)
         if options.equalize:
             model, _ = equalize.equalize(model)
-        if options.bias_correction:
+        if options.corrects_bias:
             model = equalize.copy_model(model)
             model, _ = equalize.correct_bias(model, source.calibration_set().images())
         source.converted[key] = model
@@ -495,7 +495,7 @@ def export_openvino(source: Source, options: ExportOptions):
     prepared = replace(options, bias_correction=False)
     model = onnx_to_openvino(_onnx_float(source, prepared, prepared=True))
     return openvino_int8(model, source.calibration_set(), options.calib_method,
-                         options.bias_correction, options.keep_float, options.max_drop,
+                         options.corrects_bias, options.keep_float, options.max_drop,
                          validation)
 
 

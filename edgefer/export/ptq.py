@@ -85,13 +85,60 @@ ORT_METHODS = {CalibMethod.MINMAX: "MinMax", CalibMethod.ENTROPY: "Entropy",
                CalibMethod.PERCENTILE: "Percentile"}
 
 
+def onnx_min_max_to_clip(proto):
+    """Each Min(x, high) -> Max(., low) with scalar constants (tf2onnx's form of
+    ``clip_by_value``) as one Clip(x, low, high), in place.
+
+    ONNX Runtime's quantizer quantizes the Min's input and output and the Max's output,
+    each with its own range; a Clip it removes, and the tensor before it takes the
+    clipped range. On the shipped model's float twin (96 such clips, the QAT ranges) this
+    took top-1 agreement from 95.3% to 97.0%, parity from 96.7% to 97.7%.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    made = {o: n for n in proto.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+
+    def scalar(name: str) -> bool:
+        return name in inits and inits[name].size == 1
+
+    nodes, merged = [], set()
+    for node in proto.graph.node:
+        low = made.get(node.input[0]) if node.op_type == "Max" and len(node.input) == 2 else None
+        if (low is not None and low.op_type == "Min" and len(low.input) == 2
+                and scalar(node.input[1]) and scalar(low.input[1])
+                and readers.get(low.output[0]) == 1):
+            bounds = [f"{node.name}_low", f"{node.name}_high"]
+            for bound, value in zip(bounds, (inits[node.input[1]], inits[low.input[1]]),
+                                    strict=True):
+                proto.graph.initializer.append(numpy_helper.from_array(
+                    np.asarray(value.ravel()[0], np.float32), bound))
+            nodes.append(helper.make_node("Clip", [low.input[0], *bounds], list(node.output),
+                                          name=node.name))
+            merged.add(id(low))
+        else:
+            nodes.append(node)
+    nodes = [n for n in nodes if id(n) not in merged]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    for init in [i for i in proto.graph.initializer if i.name not in used]:
+        proto.graph.initializer.remove(init)
+    return proto
+
+
 def onnx_int8(proto, calibration: CalibrationSet, method: CalibMethod,
               keep_float: tuple[str, ...] = ()):
     """Static QDQ INT8 with ONNX Runtime: per-channel symmetric weights stored as uint8
-    (zero point 128), uint8 activations."""
+    (zero point 128), uint8 activations, clips merged (``onnx_min_max_to_clip``)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    proto = onnx_min_max_to_clip(proto)
     exclude = matching([n.name for n in proto.graph.node], keep_float) if keep_float else []
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
