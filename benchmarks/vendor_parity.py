@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -125,8 +126,12 @@ def parse_edgefer(data: dict, batch: int = 1) -> dict[str, float]:
 
 # --- running -------------------------------------------------------------------------
 
-def run(command: list[str]) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+def run(command: list[str], cwd: Path | None = None) -> str:
+    env = None
+    if cwd is not None:  # edgefer bench: no FER2013 found there, no accuracy pass to wait for
+        env = {k: v for k, v in os.environ.items() if k != "EDGEFER_FER2013"}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd,
+                          env=env)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
         raise SystemExit(f"{Path(command[0]).name} failed (exit {done.returncode}):\n{tail}")
@@ -150,8 +155,8 @@ def static_ir(model: Path) -> bool:
 def edgefer(model: Path, args, folder: Path, batches: tuple[int, ...] = (1,),
             runs: int | None = None, min_time: float = 0.0) -> dict[int, dict[str, float]]:
     path = folder / "bench.json"
-    run(edgefer_command(model, args.threads, runs or args.runs, args.warmup, path, batches,
-                        min_time))
+    run(edgefer_command(model.resolve(), args.threads, runs or args.runs, args.warmup, path,
+                        batches, min_time), cwd=folder)
     data = json.loads(path.read_text())
     return {batch: parse_edgefer(data, batch) for batch in batches}
 
