@@ -145,13 +145,28 @@ def info_from_record(path: str | os.PathLike, record: object) -> ModelInfo:
 def _onnx_metadata(path: Path) -> str | None:
     try:
         import onnx
-    except ImportError as exc:
-        raise EngineMissingError("onnx", "onnx") from exc
+    except ImportError:  # a device with ONNX Runtime alone (pip install edgefer onnxruntime)
+        return _onnx_runtime_metadata(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelError(f"{path}: corrupt ONNX model ({exc})") from exc
     return {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY)
+
+
+def _onnx_runtime_metadata(path: Path) -> str | None:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise EngineMissingError("onnx", "onnx", "nor ONNX Runtime") from exc
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = onnxruntime.InferenceSession(str(path), options,
+                                               providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: corrupt ONNX model ({exc})") from exc
+    return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
 
 
 def _openvino_metadata(path: Path) -> str | None:

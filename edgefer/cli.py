@@ -429,7 +429,9 @@ def _bench_options(main_job: bool):
 @_bench_options(main_job=False)
 @click.option("--on", "on_target", default=None, metavar="TARGET",
               help="Measure on a device: ssh://user@host[:port] (edgefer[tflite] installed "
-              "there) or adb[:SERIAL] (Android, TFLite's benchmark_model). See docs/edge.md.")
+              "there), adb[:SERIAL] (Android, TFLite's benchmark_model) or armpi[:CPU] (an "
+              "emulated arm64 Raspberry Pi: accuracy and x86 parity, no latency). See "
+              "docs/edge.md.")
 @click.option("--profile", default=None,
               help="Device profile setting threads, delegate and batch: rpi4, rpi5, rpi-zero2, "
               "android-low, android-midrange, android-flagship, android-nnapi.")
@@ -464,15 +466,19 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
     batch_given = click.get_current_context().get_parameter_source("batches") \
         is not click.core.ParameterSource.DEFAULT
     if on_target:
+        from edgefer.datasets import default_data_path
         from edgefer.edge.device_bench import DeviceBench, bench_on_device
 
-        _refuse_on_device()
+        # the emulated Pi (armpi) measures accuracy on FER2013 faces, which it is given here
+        _refuse_on_device(("data_path", "limit") if on_target.strip().startswith("armpi")
+                          else ())
         _check_outputs(list(models), options["json_path"], options["report_dir"])
         run = bench_on_device(models, on_target, profile, DeviceBench(
             threads=options["threads"], batches=options["batches"] if batch_given else None,
             device=options["device"], warmup=options["warmup"], min_runs=options["min_runs"],
             min_time_s=options["min_time"], remote_python=remote_python,
-            benchmark_model=benchmark_model), log=lambda msg: click.echo(msg, err=True))
+            benchmark_model=benchmark_model, data=options["data_path"] or default_data_path(),
+            limit=options["limit"]), log=lambda msg: click.echo(msg, err=True))
         _emit_run(run, options["json_path"], options["report_dir"], options["wide"])
     else:
         if chosen is not None:
@@ -617,14 +623,14 @@ def _check_outputs(inputs: list, json_path: Path | None, report_dir: Path | None
             check_writable(path, folder=folder, inputs=inputs)
 
 
-def _refuse_on_device() -> None:
+def _refuse_on_device(allowed: tuple[str, ...] = ()) -> None:
     """bench --on measures the MODEL files on the device: the options that need FER2013,
     other models or exports here are refused before anything is sent, not dropped."""
     from edgefer.errors import ConfigError
 
     ctx = click.get_current_context()
     local_only = ("export_mode", "data_path", "split", "limit", "reference", "exports_dir")
-    given = [p.opts[0] for p in ctx.command.params
+    given = [p.opts[0] for p in ctx.command.params if p.name not in allowed
              if p.name in local_only or (p.name or "").startswith("baseline")
              if ctx.get_parameter_source(p.name) in (click.core.ParameterSource.COMMANDLINE,
                                                      click.core.ParameterSource.ENVIRONMENT)]

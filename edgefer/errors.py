@@ -56,3 +56,7 @@ class BudgetError(EdgeferError):
 
 class OutputError(EdgeferError):
     """An output file or folder cannot be written where the user asked."""
+
+
+class EmulationError(EdgeferError):
+    """The emulated arm64 device (QEMU user-mode rootfs) cannot be built or run."""

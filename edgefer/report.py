@@ -337,6 +337,7 @@ def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
         if key in images:
             out += [f"![{caption}]({images[key]})", "", f"*{caption}*", ""]
 
+    out += _accuracy_only(run)
     out += ["## Every setting", "", "Throughput is images per second of the engine's run "
             "calls at that batch size; latency is per image (batch time / batch).", ""]
     out.append(_md_table(
@@ -369,6 +370,28 @@ def markdown(run: BenchRun, images: dict[str, str] | None = None) -> str:
     out += ["JSON schema: `docs/bench-schema.md` (version "
             f"{run.schema_version}). Raw numbers: `{JSON_NAME}`, `{CSV_NAME}`.", ""]
     return "\n".join(out)
+
+
+def _accuracy_only(run: BenchRun) -> list[str]:
+    """Rows measured for accuracy without a latency (the emulated Pi leaves it out)."""
+    rows = [r for r in run.results if usable(r) and r.latency_ms is None and r.accuracy]
+    if not rows:
+        return []
+
+    def extra(r: BenchResult, key: str) -> str:
+        return (r.context.extra.get(key) if r.context else None) or "-"
+
+    out = ["## Accuracy without latency", "",
+           "Results whose latency was not measured or is left out (an emulated device's "
+           "would say nothing about the real one); the arm64-vs-x86 columns compare each "
+           "face's label and probabilities with this model on x86.", ""]
+    out.append(_md_table(
+        ("model", "target", "precision", "engine", "device", "top-1 %", "macro-F1 %",
+         "agreement %", "labels as on x86", "max |p diff| vs x86", "why"),
+        [(r.model, r.target, r.precision, r.engine, r.device, _pct(r.accuracy.top1),
+          _pct(r.accuracy.macro_f1), _pct(r.agreement), extra(r, "arm64_vs_x86_labels"),
+          extra(r, "arm64_vs_x86_max_diff"), r.reason or "-") for r in rows]))
+    return [*out, ""]
 
 
 def _one_per_model(results: Sequence[BenchResult]) -> list[BenchResult]:

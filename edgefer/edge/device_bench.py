@@ -9,22 +9,26 @@ from pathlib import Path
 
 from edgefer.bench.results import BenchRun
 from edgefer.edge.adb import AdbBenchOptions, AdbTarget, parse_adb_target, run_adb_bench
+from edgefer.edge.armpi import ArmPiTarget, parse_armpi_target
 from edgefer.edge.profiles import DeviceProfile, get_profile
 from edgefer.edge.ssh import SshOptions, SshTarget, parse_ssh_target, remote_bench
 from edgefer.errors import ConfigError
 
 DEFAULT_ANDROID_PROFILE = "android-midrange"
+ARMPI_FACES = 200  # FER2013 faces --on armpi runs by default (emulation is slow)
 
 
-def parse_target(text: str) -> SshTarget | AdbTarget:
-    """``ssh://user@host[:port]``, ``adb`` or ``adb:SERIAL``."""
+def parse_target(text: str, profile: str | None = None) -> SshTarget | AdbTarget | ArmPiTarget:
+    """``ssh://user@host[:port]``, ``adb``, ``adb:SERIAL`` or ``armpi[:CPU]``."""
     text = text.strip()
     if text.startswith("ssh://"):
         return parse_ssh_target(text)
     if text == "adb" or text.startswith("adb:"):
         return parse_adb_target(text)
-    raise ConfigError(f"unknown device {text!r}: use ssh://user@host[:port], adb or "
-                      "adb:SERIAL")
+    if text == "armpi" or text.startswith("armpi:"):
+        return parse_armpi_target(text, profile)
+    raise ConfigError(f"unknown device {text!r}: use ssh://user@host[:port], adb, "
+                      "adb:SERIAL or armpi (an emulated Raspberry Pi)")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class DeviceBench:
     min_time_s: float = 1.0
     remote_python: str | None = None
     benchmark_model: Path | None = None
+    data: Path | None = None  # FER2013, for --on armpi's accuracy and arm64-vs-x86 check
+    limit: int | None = None  # --on armpi: faces (default ARMPI_FACES)
 
     def __post_init__(self) -> None:
         """Checked here, before anything is sent to the device."""
@@ -71,13 +77,40 @@ def bench_on_device(models: Sequence[str | os.PathLike], target: str,
     """Benchmark ``models`` on ``target`` and return one BenchRun for the local report."""
     if not models:
         raise ConfigError("--on needs the MODEL files to send to the device")
-    where = parse_target(target)
+    where = parse_target(target, profile)
     chosen = get_profile(profile) if profile else None
+    if isinstance(where, ArmPiTarget):
+        return _armpi_run(models, where, bench, log)
     if isinstance(where, SshTarget):
         options = SshOptions(python=bench.remote_python) if bench.remote_python else \
             SshOptions()
         return remote_bench(models, where, remote_bench_args(chosen, bench), options, log)
     return _adb_run(models, where, chosen or get_profile(DEFAULT_ANDROID_PROFILE), bench, log)
+
+
+def _armpi_run(models: Sequence[str | os.PathLike], target: ArmPiTarget, bench: DeviceBench,
+               log: Callable[[str], None] | None) -> BenchRun:
+    """The models on the emulated Pi: accuracy, agreement and arm64-vs-x86 parity on fixed
+    faces; no latency (an emulated one is no Pi's)."""
+    from edgefer.edge.arm_parity import check_models, emulated_bench
+    from edgefer.edge.armpi import ArmPi, ArmPiOptions
+    from edgefer.errors import DataError
+
+    say = log or (lambda _msg: None)
+    if bench.data is None:
+        raise ConfigError("--on armpi compares answers, not speed: give FER2013 with --data "
+                          "(or $EDGEFER_FER2013)")
+    if not Path(bench.data).exists():
+        raise DataError(f"FER2013 not found at {bench.data}")
+    if bench.limit is not None and bench.limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {bench.limit}")
+    paths = check_models(models)  # before minutes of building the rootfs
+    pi = ArmPi(ArmPiOptions(cpu=target.cpu)).ensure(say)
+    run, parities = emulated_bench(pi, paths, Path(bench.data), bench.limit or ARMPI_FACES,
+                                   say)
+    for parity in parities:
+        say(parity.describe())
+    return run
 
 
 def _adb_run(models: Sequence[str | os.PathLike], target: AdbTarget, profile: DeviceProfile,
