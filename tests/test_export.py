@@ -385,7 +385,8 @@ def test_cli_dynamic_batch_reaches_the_export_options(monkeypatch, tmp_path):
 
     seen = {}
 
-    def capture(model, pairs, out_dir, data=None, calib=None, progress=None, **options):
+    def capture(model, pairs, out_dir, data=None, calib=None, progress=None, user_input=None,
+                **options):
         seen.update(options)
         return iter(())
 
