@@ -260,6 +260,7 @@ class ArmPi:
         self.rootfs = cache / f"rootfs-{self.options.suite}-{self.key}"
         self.tarball = cache / f"{self.options.suite}-{self.key}.tar.zst"
         self.checksum = self.tarball.with_name(self.tarball.name + ".sha256")
+        self._binfmt: dict[str, str] | None = None  # qemu-aarch64's registration
 
     @property
     def ready(self) -> bool:
@@ -272,8 +273,7 @@ class ArmPi:
         """The rootfs, ready to run: as it is, else from the tarball, else built (and
         saved). Returns self."""
         say = log or (lambda _msg: None)
-        interpreter = check_host()
-        self._interpreter = interpreter
+        self._binfmt = check_host()
         if self.ready:
             return self
         cache = Path(self.options.cache_dir)
@@ -437,7 +437,7 @@ class ArmPi:
         mounts = [Bind(self.cpuinfo_file(), "/proc/cpuinfo")]
         if mount_source:
             mounts.append(Bind(Path(self.options.source), SOURCE))
-        interpreter = getattr(self, "_interpreter", None) or binfmt_entry()
+        interpreter = self._binfmt or binfmt_entry()
         if "F" not in interpreter.get("flags", ""):
             # without the F flag the kernel opens the interpreter inside the chroot
             mounts.append(Bind(Path(interpreter["interpreter"]), interpreter["interpreter"]))
@@ -664,12 +664,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def describe(pi: ArmPi) -> dict[str, object]:
-    """What a report says about the emulated device."""
-    return {"cpu": cpu_label(pi.options.cpu), "qemu_cpu": pi.options.cpu.value,
-            "suite": pi.options.suite, "rootfs_key": pi.key}
 
 
 # --- command line: python -m edgefer.edge.armpi ensure | run CMD... ----------------------
