@@ -397,7 +397,12 @@ def test_predict_json_is_identical_on_arm64(pi, tmp_path, fixed_faces):
 
 @pytest.mark.slow
 def test_bench_on_ssh_to_the_emulated_pi(pi, tmp_path, tiny_tflite):
+    import shutil
     import socket
+
+    if not (shutil.which("ssh") and shutil.which("ssh-keygen")):
+        pytest.skip("needs OpenSSH's client: apt-get install -y openssh-client (.ci/run "
+                    "installs it)")
 
     from edgefer.bench.results import BenchRun
 

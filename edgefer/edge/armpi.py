@@ -129,7 +129,9 @@ class ArmPiOptions:
         if not re.fullmatch(r"[a-z][a-z0-9-]*", self.suite):
             raise ConfigError(f"bad Debian suite name {self.suite!r}")
         if not (Path(self.source) / "pyproject.toml").is_file():
-            raise ConfigError(f"{self.source} is not an edgefer checkout (no pyproject.toml)")
+            raise ConfigError(f"{self.source} is not an edgefer checkout (no pyproject.toml): "
+                              "the emulated Pi installs edgefer from its source, so run it "
+                              "from a git checkout")
 
 
 @dataclass(frozen=True)
