@@ -1,0 +1,130 @@
+"""Calibrated (post-training) INT8 of a model under several settings: per setting, PublicTest
+top-1 of the INT8 export against the float Keras model's, their top-1 agreement, the
+parity gate's agreement (300 training images, ties allowed) and the conversion time;
+with --latency, batch-1 latency of the exports measured interleaved (round after round,
+so that other load on a shared machine hits them alike). The numbers of
+docs/quantization.md come from it.
+
+    python benchmarks/ptq_study.py --data ../shared/fer2013 onnx openvino:calib_method=mse \\
+        tflite:calib=calibration/fer2013-train-100-seed0.json \\
+        onnx:keep_float=block9_se_relu --json reports/ptq_study.jsonl
+
+A setting is TARGET[:KEY=VALUE,...] with ExportOptions' fields (calib_method, equalize,
+bias_correction, keep_float with ';' between layers, int8_graph) and calib (a manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.data import load_split
+
+
+def parse(setting: str) -> tuple[str, dict]:
+    target, _, rest = setting.partition(":")
+    options: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key in ("equalize", "bias_correction"):
+            options[key] = value.lower() in ("1", "true", "yes")
+        elif key == "keep_float":
+            options[key] = tuple(value.split(";"))
+        else:
+            options[key] = value
+    return target, options
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("settings", nargs="+")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", default=None, help="Default: the shipped model.")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="PublicTest images (a fixed random subset); 0: all 3,589.")
+    parser.add_argument("--json", type=Path, default=None, help="Append one JSON line each.")
+    parser.add_argument("--keep", type=Path, default=None, help="Keep the exports here.")
+    parser.add_argument("--latency", action="store_true",
+                        help="Then time the exports at batch 1, one thread, interleaved.")
+    args = parser.parse_args()
+
+    from edgefer.calibration import CalibrationSet
+    from edgefer.export.convert import EXPORTERS
+    from edgefer.export.options import ExportOptions
+    from edgefer.export.pipeline import _write, artifact_info, check_parity, load_source
+    from edgefer.runtimes import RuntimeOptions, load_runtime
+    from edgefer.shipped import shipped_model
+
+    test = load_split(args.data, "test")
+    index = np.arange(len(test)) if args.limit <= 0 else \
+        np.random.default_rng(0).permutation(len(test))[:args.limit]
+    loaded = load_source(args.model or shipped_model(), args.data)
+    x, labels = loaded.info.preprocess(test.images[index]), test.labels[index]
+    reference = np.asarray(loaded.source.float_model.predict(x, batch_size=100, verbose=0)) \
+        if loaded.source.float_model is not None else None
+    keep = Path(args.keep or tempfile.mkdtemp(prefix="ptq-study-"))
+    keep.mkdir(parents=True, exist_ok=True)
+    made = []
+    for number, setting in enumerate(args.settings):
+        target, options = parse(setting)
+        manifest = options.pop("calib", None)
+        if manifest:  # another calibration subset: new calibration, new conversions
+            object.__setattr__(loaded.source, "calibration", cache(
+                lambda m=manifest: CalibrationSet.from_manifest(m, args.data,
+                                                                loaded.info.preprocess)))
+            loaded.source.converted.clear()
+        chosen = ExportOptions(target, "int8", int8_source="calibrate", **options)
+        start = time.time()
+        artifact = EXPORTERS[chosen.target](loaded.source, chosen)
+        seconds = time.time() - start
+        info = artifact_info(loaded, chosen)
+        path = _write(artifact, chosen.target, info, keep / f"{number:02d}-{target}{chosen.suffix}")
+        runtime = load_runtime(path, RuntimeOptions(threads=2), info=info)
+        probs = np.concatenate([runtime.predict(x[i:i + 50]) for i in range(0, len(x), 50)])
+        parity = check_parity(loaded, chosen, path, info, args.data)
+        row = {"setting": setting, "calib": manifest, "images": len(labels),
+               "top1_fp32": float(np.mean(reference.argmax(1) == labels)),
+               "top1_int8": float(np.mean(probs.argmax(1) == labels)),
+               "agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
+               "parity": parity.agreement, "convert_s": round(seconds, 1), "file": str(path)}
+        made.append((setting, path))
+        print(json.dumps(row), flush=True)
+        if args.json:
+            with args.json.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+    if args.latency:
+        for setting, p50 in interleaved(made, x[:1]).items():
+            row = {"setting": setting, "p50_ms_batch1_1thread": p50}
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with args.json.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+
+
+def interleaved(made: list[tuple[str, Path]], image: np.ndarray, rounds: int = 30,
+                calls: int = 50) -> dict[str, float]:
+    """Median batch-1 latency (ms) of each export, one thread, timed round-robin."""
+    from edgefer.runtimes import RuntimeOptions, load_runtime
+
+    runtimes = {s: load_runtime(p, RuntimeOptions(threads=1)) for s, p in made}
+    times: dict[str, list[float]] = {s: [] for s in runtimes}
+    for runtime in runtimes.values():
+        for _ in range(calls):
+            runtime.predict(image)
+    for _ in range(rounds):
+        for setting, runtime in runtimes.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                runtime.predict(image)
+                times[setting].append(1000 * (time.perf_counter() - start))
+    return {s: round(float(np.median(t)), 4) for s, t in times.items()}
+
+
+if __name__ == "__main__":
+    main()
