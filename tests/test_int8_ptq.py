@@ -270,13 +270,22 @@ def test_calibration_methods_per_engine():
     assert ExportOptions("onnx", "int8", bias_correction=True).corrects_bias
 
 
-def test_tflite_report_on_a_tiny_model(outlier_model):
-    from edgefer._tf import tf
+def test_tflite_report_on_a_tiny_model():
+    """QuantizationDebugger's per-layer errors, in graph order; a tensor the model clips
+    next (the float twin's QAT ranges) is quantized with the clip's range, and the values
+    the clip cuts are no quantization error."""
+    from edgefer._tf import keras, tf
     from edgefer.export.convert import _serving_function
-    from edgefer.export.equalize import fold_batchnorm
     from edgefer.export.quant_debug import tflite_report
+    from edgefer.model.layers import Clip
 
-    model, _ = fold_batchnorm(outlier_model)
+    k = keras()
+    k.utils.set_random_seed(0)
+    face = k.layers.Input((48, 48, 1))
+    x = k.layers.Conv2D(8, 3, name="conv")(face)
+    x = Clip(-0.05, 0.05, name="clip")(x)
+    x = k.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = k.Model(face, k.layers.Dense(7, name="logits")(x))
     tflite = tf().lite
     converter = tflite.TFLiteConverter.from_concrete_functions([_serving_function(model)],
                                                                model)
@@ -284,10 +293,13 @@ def test_tflite_report_on_a_tiny_model(outlier_model):
     calibration = _calibration(16)
     converter.representative_dataset = calibration.tflite_representative_dataset()
     report = tflite_report(converter, calibration, calibration.images()[:8])
-    assert report.engine == "tflite" and len(report.layers) >= 4
-    assert all(layer.scale > 0 and layer.layer_sqnr_db > 10 for layer in report.layers)
-    assert all(layer.sqnr_db is not None for layer in report.layers)
-    assert any("dw" in layer.tensor for layer in report.layers)
+    assert report.engine == "tflite" and report.images == 8
+    assert [layer.op for layer in report.layers][:2] == ["CONV_2D", "MINIMUM"]
+    assert all(layer.scale > 0 and layer.sqnr_db is not None for layer in report.layers)
+    conv = report.layers[0]
+    assert "conv" in conv.tensor and conv.clipped == 0 and conv.layer_sqnr_db > 25
+    assert conv.float_min == pytest.approx(-0.05, abs=1e-3)
+    assert report.worst()[0].layer_sqnr_db == min(r.layer_sqnr_db for r in report.layers)
 
 
 # --- models edgefer did not train ------------------------------------------------------------

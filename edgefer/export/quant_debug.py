@@ -162,7 +162,8 @@ def _verify_outputs(model: bytes, images: np.ndarray) -> list[dict]:
     lite = tf().lite
     interp = lite.Interpreter(
         model_content=model, experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=lite.experimental.OpResolverType.BUILTIN_REF)
+        experimental_op_resolver_type=(
+            lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
     interp.allocate_tensors()
     ops = interp._get_ops_details()  # the debugger's own way to find its ops
     maker = {t: op["op_name"] for op in ops for t in op["outputs"]}
@@ -176,7 +177,8 @@ def _verify_outputs(model: bytes, images: np.ndarray) -> list[dict]:
         found.append({"name": name[:-1] if name[-1:].isdigit() else name,
                       "op": maker.get(q_index, "?"), "q": q_index, "f": op["inputs"][1],
                       "scale": float(params["scales"][0]),
-                      "zero_point": int(params["zero_points"][0]), "energy": _Energy()})
+                      "zero_point": int(params["zero_points"][0]), "energy": _Energy(),
+                      "clip": _clip_after(interp, ops, q_index)})
     source = interp.get_input_details()[0]
     for image in images:
         x = image[None]
@@ -188,9 +190,38 @@ def _verify_outputs(model: bytes, images: np.ndarray) -> list[dict]:
         for entry in found:
             q = interp.get_tensor(entry["q"]).astype(np.float32)
             dequantized = (q - entry["zero_point"]) * entry["scale"]
-            entry["energy"].add(interp.get_tensor(entry["f"]), dequantized,
+            reference = interp.get_tensor(entry["f"])
+            if entry["clip"] is not None:  # the model clips it next, in float too
+                reference = np.clip(reference, *entry["clip"])
+            entry["energy"].add(reference, dequantized,
                                 _quant_bounds(entry["scale"], entry["zero_point"]))
     return found
+
+
+def _clip_after(interp, ops: list[dict], index: int) -> tuple[float, float] | None:
+    """(low, high) when tensor ``index`` is read only by a clip written as MINIMUM and
+    MAXIMUM with constants (the float twin's QAT ranges). TFLite then quantizes the
+    tensor with the clip's range; the values it cuts, the float model cuts as well."""
+    low, high = -np.inf, np.inf
+    while True:
+        readers = [op for op in ops if index in op["inputs"]
+                   and op["op_name"] not in ("NumericVerify", "DEQUANTIZE")]
+        if len(readers) != 1 or readers[0]["op_name"] not in ("MINIMUM", "MAXIMUM"):
+            break
+        op = readers[0]
+        other = [i for i in op["inputs"] if i != index]
+        detail = interp._get_tensor_details(other[0], subgraph_index=0) if other else None
+        if detail is None or np.prod(detail["shape"]) != 1:
+            break
+        value = interp.get_tensor(other[0]).astype(np.float64).ravel()[0]
+        scale, zero = detail["quantization"]
+        value = (value - zero) * scale if scale else value
+        if op["op_name"] == "MINIMUM":
+            high = min(high, value)
+        else:
+            low = max(low, value)
+        index = op["outputs"][0]
+    return None if (low, high) == (-np.inf, np.inf) else (low, high)
 
 
 # --- ONNX Runtime: QDQ models -----------------------------------------------------------
