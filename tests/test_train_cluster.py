@@ -38,7 +38,9 @@ def test_bad_workers(workers, index, message):
 
 
 def test_use_workers_sets_tf_config_once(monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    # setenv, not delenv: monkeypatch then removes the TF_CONFIG use_workers sets, which
+    # would otherwise leak into the multi-worker tests' subprocesses
+    monkeypatch.setenv("TF_CONFIG", "")
     assert use_workers("a:1,b:2", 0, None) == "multiworker"
     assert cluster_from_env().names() == ["worker 0 (a:1)", "worker 1 (b:2)"]
     with pytest.raises(ConfigError, match="TF_CONFIG is set and --workers is given"):

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -22,8 +23,9 @@ import pytest
 
 STAGES = ("float", "qat", "prune", "pqat")
 TINY = ["--batch-size", "16", "--width", "0.25"]
-# several minutes here: each stage builds and traces its model on every worker
-TIMEOUT_S = 2400
+# an upper bound, not the expected time: on a 2-core machine shared with other jobs (load
+# average 14) two workers took 48 min over every stage
+TIMEOUT_S = 5400
 
 
 def _free_ports(n: int) -> list[int]:
@@ -50,6 +52,7 @@ class Workers:
             scratch = tmp / f"tmp{i}"
             scratch.mkdir(exist_ok=True)
             env = {**os.environ, "TMPDIR": str(scratch), "CUDA_VISIBLE_DEVICES": ""}
+            env.pop("TF_CONFIG", None)  # each worker's cluster comes from --workers
             command = [sys.executable, "-m", "edgefer", "train", *args, *(extra or {}).get(i, []),
                        "--workers", workers, "--worker-index", str(i)]
             with log.open("w") as handle:
@@ -94,6 +97,11 @@ def workers(tmp_path):
         group.kill()
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _logged_digest(text: str, stage: str) -> str:
     found = re.search(rf"stage {stage}: all 2 workers hold the same weights \(sha256 (\w+)\)",
                       text)
@@ -110,8 +118,11 @@ def test_two_workers_train_every_stage(synthetic_fer, tmp_path, workers):
     out = tmp_path / "runs"
     args = ["--data", str(synthetic_fer), "--out", str(out), "--epochs", "1",
             "--qat-epochs", "1", "--prune-epochs", "1", *TINY]
+    cpu, started = _children_cpu_s(), time.monotonic()
     group = workers(_free_ports(2), args)
     assert group.wait() == [0, 0], group.output()
+    print(f"two workers, every stage: {time.monotonic() - started:.0f} s, "
+          f"{_children_cpu_s() - cpu:.0f} CPU-s together")
     run_dir = out / "edgefer-mnv3s"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["stages"]) == set(STAGES)
@@ -159,8 +170,8 @@ def test_killed_worker_stops_the_chief_and_the_same_command_resumes(synthetic_fe
     with (out / "edgefer-mnv3s" / "float" / "log.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
     # the finished epochs are not trained again: at most the one in progress is lost
-    assert epochs[0] == 0 and epochs[-1] == 2 and epochs == sorted(set(epochs)), epochs
-    assert "Epoch 1/3" not in again.text(0)
+    assert epochs == [0, 1, 2], epochs
+    assert "Epoch 1/3" not in again.text(0) and "Epoch 2/3" in again.text(0)
 
 
 @pytest.mark.tf

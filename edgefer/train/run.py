@@ -197,13 +197,18 @@ class FromChief(_keras.callbacks.Callback):
     checkpoint), every worker takes the chief's model, optimizer and epoch counters, so
     workers need no copy of the run folder to start a stage or to resume one."""
 
-    def __init__(self, strategy) -> None:
+    def __init__(self, strategy, chief_restored: bool = False) -> None:
         super().__init__()
         self.strategy = strategy
+        self.chief_restored = chief_restored
 
     def on_train_begin(self, logs=None):
         # the epoch counters BackupAndRestore restored (tf-keras keeps them on the model)
         state = getattr(self.model, "_training_state", None)
+        if self.chief_restored and not self.strategy.extended.should_checkpoint:
+            # Restoring made the chief's checkpoint its save counter, a variable, and making
+            # a variable is a collective: make ours now, as the chief's next step was that.
+            _ = state.read_checkpoint_manager.checkpoint.save_counter
         counters = [getattr(state, name) for name in ("_ckpt_saved_epoch", "_ckpt_saved_batch")
                     if hasattr(state, name)]
         broadcast_from_chief(self.strategy, [*self.model.weights,
@@ -227,6 +232,7 @@ class Trainer:
                      f"({', '.join(self.cluster.names())})")
         self.chief = self.cluster is None or self.cluster.is_chief
         self.done: set[str] | None = None  # multi-worker: the stages the chief had done
+        self.backed_up: set[str] = set()  # multi-worker: the chief's stages in progress
         self.strategy = _strategy(config.strategy)
         _keras.utils.set_random_seed(config.seed)
         data_path = config.data_path()
@@ -283,13 +289,17 @@ class Trainer:
         """Multi-worker: every worker checks its settings against the chief's, and learns
         which stages the chief has done. All of them stop if one differs."""
         assert self.cluster is not None
-        problem, done = None, []
+        problem, done, backed_up = None, [], []
         if self.chief:
             problem = self.settings_conflict()
             done = [s.value for s, _, _ in self.plan()
                     if (self.stage_dir(s) / "done.json").is_file()]
+            # what BackupAndRestore will restore (it asks TensorFlow the same way)
+            backed_up = [s.value for s, _, _ in self.plan() if _tf.train.latest_checkpoint(
+                str(self.stage_dir(s) / "backup" / "chief"))]
         records = gather_json(self.strategy, {"settings": self.settings(), "problem": problem,
-                                              "done": done}, self.cluster.size)
+                                              "done": done, "backed_up": backed_up},
+                              self.cluster.size)
         chief, names = records[0], self.cluster.names()
         if chief["problem"]:
             raise ConfigError(chief["problem"] if self.chief
@@ -305,6 +315,7 @@ class Trainer:
                               "with the same options and the same data")
         if self.chief:
             self.record_settings()
+        self.backed_up = set(chief["backed_up"])
         return set(chief["done"])
 
     def settings(self) -> dict:
@@ -442,12 +453,15 @@ class Trainer:
         callbacks = [
             _keras.callbacks.BackupAndRestore(str(folder / "backup")),
             # right after the restore, before anything reads the weights (KeepZeros)
-            *([FromChief(self.strategy)] if self.cluster else []),
+            *([FromChief(self.strategy, stage.value in self.backed_up)] if self.cluster
+              else []),
+            # an epoch backed up is logged before anything else can fail (a save is a
+            # collective when several workers train): a resumed run's log misses no epoch
+            throughput,
+            _keras.callbacks.CSVLogger(str(folder / "log.csv"), append=True),
             best,
             _keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                            patience=self.config.early_stopping),
-            throughput,
-            _keras.callbacks.CSVLogger(str(folder / "log.csv"), append=True),
         ]
         if stage is Stage.PQAT:
             callbacks.append(qat.KeepZeros())
