@@ -179,6 +179,9 @@ def _data_or_default(path: Path | None) -> Path:
 @click.option("--schedule", type=click.Choice(["cosine", "plateau"]), default=None)
 @click.option("--loss", type=click.Choice(["crossentropy", "focal"]), default=None)
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]), default=None)
+@click.option("--ema", type=float, default=None, metavar="MOMENTUM",
+              help="Float stage: validate and keep a moving average of the weights "
+              "(e.g. 0.998; 0: off).")
 @click.option("--variant", "model__variant", type=click.Choice(["small", "large"]), default=None)
 @click.option("--width", "model__width", type=float, default=None, help="Width multiplier.")
 @click.option("--input-size", "model__input_size", type=int, default=None)

@@ -73,6 +73,9 @@ class TrainConfig:
     schedule: Schedule = Schedule.COSINE
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
+    # float stage: validate, checkpoint and save an exponential moving average of the
+    # weights with this momentum (0: off; 0.998 remembers about 500 steps)
+    ema: float = 0.0
     loss: Loss = Loss.CROSSENTROPY
     focal_gamma: float = 2.0
     class_weights: ClassWeights = ClassWeights.SQRT
@@ -98,6 +101,8 @@ class TrainConfig:
             raise ConfigError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
 

@@ -192,6 +192,52 @@ class Throughput(_keras.callbacks.Callback):
             logs["images_per_s"] = rate
 
 
+class WeightAverage(_keras.callbacks.Callback):
+    """An exponential moving average of the weights (Polyak averaging) for validation, the
+    best checkpoint and the saved model: at a high learning rate the raw weights'
+    validation accuracy swings by points from one epoch to the next.
+
+    The average goes in when validation starts and stays until the next epoch starts, so
+    the callbacks that act on an epoch's end (checkpoints, early stopping) see it too;
+    ``BackupAndRestore`` backs it up as well, so a resumed run goes on from the average.
+    """
+
+    def __init__(self, momentum: float) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.average: list[np.ndarray] = []
+        self.raw: list[np.ndarray] | None = None
+        self.steps = 0
+
+    def _weights(self) -> list:
+        return [w for w in self.model.weights if w.dtype.is_floating]
+
+    def on_train_begin(self, logs=None):
+        self.average = [w.numpy() for w in self._weights()]
+        self.raw, self.steps = None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.raw is not None:
+            for weight, value in zip(self._weights(), self.raw, strict=True):
+                weight.assign(value)
+            self.raw = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        # early on a shorter memory, so that the average soon leaves the initial weights
+        momentum = min(self.momentum, (1 + self.steps) / (10 + self.steps))
+        for average, weight in zip(self.average, self._weights(), strict=True):
+            average *= momentum
+            average += (1 - momentum) * weight.numpy()
+
+    def on_test_begin(self, logs=None):
+        if self.raw is None:
+            weights = self._weights()
+            self.raw = [w.numpy() for w in weights]
+            for weight, value in zip(weights, self.average, strict=True):
+                weight.assign(value)
+
+
 class FromChief(_keras.callbacks.Callback):
     """Multi-worker: when fit starts (after ``BackupAndRestore`` restored the chief's
     checkpoint), every worker takes the chief's model, optimizer and epoch counters, so
@@ -454,6 +500,8 @@ class Trainer:
             _keras.callbacks.BackupAndRestore(str(folder / "backup")),
             # right after the restore, before anything reads the weights (KeepZeros)
             *([FromChief(self.strategy, stage.value in self.backed_up)] if self.cluster
+              else []),
+            *([WeightAverage(self.config.ema)] if self.config.ema and stage is Stage.FLOAT
               else []),
             # an epoch backed up is logged before anything else can fail (a save is a
             # collective when several workers train): a resumed run's log misses no epoch
