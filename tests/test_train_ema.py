@@ -18,7 +18,7 @@ def test_ema_out_of_range_is_refused(momentum):
 
 @pytest.mark.tf
 def test_validation_sees_the_average_and_training_the_raw_weights():
-    from edgefer._tf import keras
+    from edgefer._tf import keras, tf
     from edgefer.train.run import WeightAverage
 
     k = keras()
@@ -30,6 +30,7 @@ def test_validation_sees_the_average_and_training_the_raw_weights():
         def __init__(self) -> None:
             super().__init__()
             self.start, self.steps, self.epoch_ends, self.epoch_begins = None, [], [], []
+            self.raw_scores = []
 
         def _now(self):
             return [w.numpy().copy() for w in self.model.weights]
@@ -45,15 +46,18 @@ def test_validation_sees_the_average_and_training_the_raw_weights():
 
         def on_epoch_end(self, epoch, logs=None):
             self.epoch_ends.append(self._now())
+            self.raw_scores.append(logs["raw_val_accuracy"])
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 5)).astype("float32"), rng.integers(0, 3, 64)
     model = k.Sequential([k.layers.Input((5,)), k.layers.Dense(8, activation="relu"),
                           k.layers.BatchNormalization(), k.layers.Dense(3)])
-    model.compile(k.optimizers.SGD(0.5), k.losses.SparseCategoricalCrossentropy(True))
+    model.compile(k.optimizers.SGD(0.5), k.losses.SparseCategoricalCrossentropy(True),
+                  metrics=["accuracy"])
     spy = Spy()
+    validation = tf().data.Dataset.from_tensor_slices((x, y)).batch(16)
     model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0,
-              callbacks=[WeightAverage(momentum), spy])
+              callbacks=[WeightAverage(momentum, raw_validation=validation), spy])
 
     average = [w.copy() for w in spy.start]
     for step, raw in enumerate(spy.steps, start=1):
@@ -69,3 +73,7 @@ def test_validation_sees_the_average_and_training_the_raw_weights():
         np.testing.assert_array_equal(held, raw)
     last_step = zip(spy.epoch_ends[1], spy.steps[-1], strict=True)
     assert not all(np.allclose(held, raw) for held, raw in last_step)
+    # the raw weights' accuracy, measured with the raw weights
+    model.set_weights(spy.steps[-1])
+    raw_accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), 1) == y))
+    assert spy.raw_scores[1] == pytest.approx(raw_accuracy)

@@ -200,11 +200,14 @@ class WeightAverage(_keras.callbacks.Callback):
     The average goes in when validation starts and stays until the next epoch starts, so
     the callbacks that act on an epoch's end (checkpoints, early stopping) see it too;
     ``BackupAndRestore`` backs it up as well, so a resumed run goes on from the average.
+    Given ``raw_validation`` data, each epoch's logs also hold ``raw_val_accuracy``: the
+    raw weights' accuracy, the average's ablation in the same run.
     """
 
-    def __init__(self, momentum: float) -> None:
+    def __init__(self, momentum: float, raw_validation=None) -> None:
         super().__init__()
         self.momentum = momentum
+        self.raw_validation = raw_validation
         self.average: list[np.ndarray] = []
         self.raw: list[np.ndarray] | None = None
         self.steps = 0
@@ -218,8 +221,7 @@ class WeightAverage(_keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.raw is not None:
-            for weight, value in zip(self._weights(), self.raw, strict=True):
-                weight.assign(value)
+            self._hold(self.raw)
             self.raw = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -232,10 +234,20 @@ class WeightAverage(_keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         if self.raw is None:
-            weights = self._weights()
-            self.raw = [w.numpy() for w in weights]
-            for weight, value in zip(weights, self.average, strict=True):
-                weight.assign(value)
+            self.raw = [w.numpy() for w in self._weights()]
+            self._hold(self.average)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.raw is None or self.raw_validation is None or logs is None:
+            return
+        self._hold(self.raw)
+        scores = self.model.evaluate(self.raw_validation, verbose=0, return_dict=True)
+        logs["raw_val_accuracy"] = scores["accuracy"]
+        self._hold(self.average)
+
+    def _hold(self, values: list[np.ndarray]) -> None:
+        for weight, value in zip(self._weights(), values, strict=True):
+            weight.assign(value)
 
 
 class FromChief(_keras.callbacks.Callback):
@@ -501,8 +513,8 @@ class Trainer:
             # right after the restore, before anything reads the weights (KeepZeros)
             *([FromChief(self.strategy, stage.value in self.backed_up)] if self.cluster
               else []),
-            *([WeightAverage(self.config.ema)] if self.config.ema and stage is Stage.FLOAT
-              else []),
+            *([WeightAverage(self.config.ema, raw_validation=self._val_ds())]
+              if self.config.ema and stage is Stage.FLOAT else []),
             # an epoch backed up is logged before anything else can fail (a save is a
             # collective when several workers train): a resumed run's log misses no epoch
             throughput,
