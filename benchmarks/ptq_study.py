@@ -55,9 +55,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgefer.calibration import CalibrationSet
-    from edgefer.export.convert import EXPORTERS
     from edgefer.export.options import ExportOptions
     from edgefer.export.pipeline import _write, artifact_info, check_parity, load_source
+    from edgefer.formats import load
     from edgefer.runtimes import RuntimeOptions, load_runtime
     from edgefer.shipped import shipped_model
 
@@ -81,7 +81,7 @@ def main() -> None:
             loaded.source.converted.clear()
         chosen = ExportOptions(target, "int8", int8_source="calibrate", **options)
         start = time.time()
-        artifact = EXPORTERS[chosen.target](loaded.source, chosen)
+        artifact = load(chosen.format.exporter)(loaded.source, chosen)
         seconds = time.time() - start
         info = artifact_info(loaded, chosen)
         path = _write(artifact, chosen.target, info, keep / f"{number:02d}-{target}{chosen.suffix}")

@@ -1,31 +1,33 @@
 """The edgefer record inside each exported file (TFLite metadata, ONNX metadata_props,
-OpenVINO rt_info), so that ``bench`` and ``predict`` need nothing but the file."""
+OpenVINO rt_info), so that ``bench`` and ``predict`` need nothing but the file.
+
+Each format's reader and writer is named by its record in ``edgefer.formats``."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 from pathlib import Path
 
-from edgefer.errors import ConfigError, EngineMissingError, ModelError
+from edgefer.engines import require
+from edgefer.errors import ConfigError, EdgeferError, EngineMissingError, ModelError
 from edgefer.preprocess import ModelInfo
 
 METADATA_KEY = "edgefer"
 
 
 def tflite_schema():
+    with contextlib.suppress(EngineMissingError):
+        return require("ai_edge_litert.schema_py_generated", "tflite")
     try:
-        from ai_edge_litert import schema_py_generated
-    except ImportError:
-        try:
-            from edgefer._tf import tf
+        from edgefer._tf import tf
 
-            tf()
-            from tensorflow.lite.python import schema_py_generated
-        except (ImportError, EngineMissingError) as exc:
-            raise EngineMissingError("LiteRT", "tflite", "needed to read TFLite metadata") from exc
-    return schema_py_generated
+        tf()
+        return require("tensorflow.lite.python.schema_py_generated", "tflite")
+    except EngineMissingError as exc:
+        raise EngineMissingError("LiteRT", "tflite", "needed to read TFLite metadata") from exc
 
 
 def tflite_metadata(data: bytes) -> dict[str, bytes]:
@@ -100,26 +102,12 @@ def _sharing_builder_class():
 
 def read_info(path: str | os.PathLike) -> ModelInfo | None:
     """The edgefer record of a model file, or None for a file edgefer did not make."""
+    from edgefer.formats import format_of, load
+
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        try:
-            raw = tflite_metadata(path.read_bytes()).get(METADATA_KEY)
-        except ModelError as exc:
-            raise ModelError(f"{path}: {exc}") from exc
-    elif suffix == ".onnx":
-        raw = _onnx_metadata(path)
-    elif suffix == ".xml":
-        raw = _openvino_metadata(path)
-    else:
-        from edgefer.model.store import is_model_dir, read_record
-
-        if not is_model_dir(path):
-            raise ModelError(f"{path}: unknown model format (expected .tflite, .onnx, "
-                             ".xml or an edgefer model folder)")
-        return info_from_record(path, read_record(path).get("info"))
+    raw = load(format_of(path).read_record)(path)
     if not raw:
         return None
     try:
@@ -129,6 +117,16 @@ def read_info(path: str | os.PathLike) -> ModelInfo | None:
     except RecursionError:
         raise ModelError(f"{path}: unreadable edgefer metadata (nested too deeply)") from None
     return info_from_record(path, record)
+
+
+def recorded_precision(path: str | os.PathLike) -> str:
+    """The precision a model file records; "" when it records none or cannot be read
+    here (a file edgefer did not make, an engine missing)."""
+    try:
+        info = read_info(path)
+    except EdgeferError:
+        return ""
+    return info.precision if info else ""
 
 
 def info_from_record(path: str | os.PathLike, record: object) -> ModelInfo:
@@ -142,10 +140,24 @@ def info_from_record(path: str | os.PathLike, record: object) -> ModelInfo:
         raise ModelError(f"{path}: invalid edgefer metadata ({exc})") from exc
 
 
-def _onnx_metadata(path: Path) -> str | None:
+def tflite_record(path: Path) -> bytes | None:
     try:
-        import onnx
-    except ImportError:  # a device with ONNX Runtime alone (pip install edgefer onnxruntime)
+        return tflite_metadata(path.read_bytes()).get(METADATA_KEY)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def keras_record(path: Path) -> str:
+    """The ``info`` of an edgefer model folder's model.json, as JSON text."""
+    from edgefer.model.store import read_record
+
+    return json.dumps(read_record(path).get("info"))
+
+
+def onnx_record(path: Path) -> str | None:
+    try:
+        onnx = require("onnx", "onnx")
+    except EngineMissingError:  # a device with ONNX Runtime alone (pip install edgefer onnxruntime)
         return _onnx_runtime_metadata(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -155,10 +167,7 @@ def _onnx_metadata(path: Path) -> str | None:
 
 
 def _onnx_runtime_metadata(path: Path) -> str | None:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise EngineMissingError("onnx", "onnx", "nor ONNX Runtime") from exc
+    onnxruntime = require("onnxruntime", "onnx", "onnx", "nor ONNX Runtime")
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     try:
@@ -169,11 +178,8 @@ def _onnx_runtime_metadata(path: Path) -> str | None:
     return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
 
 
-def _openvino_metadata(path: Path) -> str | None:
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise EngineMissingError("OpenVINO", "openvino") from exc
+def openvino_record(path: Path) -> str | None:
+    ov = require("openvino", "openvino", "OpenVINO")
     try:
         model = ov.Core().read_model(str(path))
     except Exception as exc:
@@ -181,3 +187,27 @@ def _openvino_metadata(path: Path) -> str | None:
     if not model.has_rt_info([METADATA_KEY, "info"]):
         return None
     return str(model.get_rt_info([METADATA_KEY, "info"]).astype(str))
+
+
+# --- writing: the exported artifact with its record, under ``path`` -------------------
+
+def write_tflite(artifact: bytes, record: str, info: ModelInfo, path: Path) -> None:
+    path.write_bytes(tflite_with_metadata(artifact, {METADATA_KEY: record.encode()}))
+
+
+def write_onnx(artifact: bytes, record: str, info: ModelInfo, path: Path) -> None:
+    from edgefer import __version__
+
+    onnx = require("onnx", "onnx")
+    proto = onnx.load_from_string(artifact)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, record
+    proto.producer_name, proto.producer_version = "edgefer", __version__
+    onnx.save(proto, str(path))
+
+
+def write_openvino(artifact, record: str, info: ModelInfo, path: Path) -> None:
+    ov = require("openvino", "openvino", "OpenVINO")
+    artifact.set_rt_info(record, [METADATA_KEY, "info"])
+    ov.save_model(artifact, str(path), compress_to_fp16=info.precision == "fp16")

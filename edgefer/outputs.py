@@ -27,15 +27,15 @@ FOLDER_INPUTS = ("model.json", "weights.h5", "fer2013.csv", "fer2013.csv.gz")
 
 
 def protect(inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Record the command's inputs, so that no output replaces them: files, the .bin beside
-    an OpenVINO .xml, and a folder's FOLDER_INPUTS."""
+    """Record the command's inputs, so that no output replaces them: files, the files a
+    model needs beside it (the .bin of an OpenVINO .xml), and a folder's FOLDER_INPUTS."""
+    from edgefer.formats import model_files
+
     for item in inputs:
         if item is None:
             continue
         path = Path(item)
-        files = [path, path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [path]
-        if path.is_dir():
-            files = [path / name for name in FOLDER_INPUTS]
+        files = [path / name for name in FOLDER_INPUTS] if path.is_dir() else model_files(path)
         for file in files:
             try:
                 st = os.stat(file)

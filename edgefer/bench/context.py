@@ -10,16 +10,11 @@ from pathlib import Path
 
 from edgefer import __version__
 from edgefer.bench.results import Context
+from edgefer.engines import ENGINES
 
-# distribution names whose versions matter for the numbers, per engine
+# distribution names whose versions matter for the numbers, per engine (edgefer.engines)
 ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
-    "litert": ("ai-edge-litert", "tflite-runtime", "tensorflow"),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
-                    "onnxruntime-directml", "onnxruntime-qnn"),
-    "openvino": ("openvino",),
-    "keras": ("tensorflow", "tf-keras"),
-    "numpy": ("numpy",),
-}
+    **{engine.name: engine.packages for engine in ENGINES}, "numpy": ("numpy",)}
 
 
 def package_version(name: str) -> str | None:

@@ -14,8 +14,6 @@ from edgefer.bench.results import BenchResult, Status
 from edgefer.bench.runner import ModelSpec
 from edgefer.errors import EdgeferError, EngineMissingError
 
-ENGINE_OF_TARGET = {"tflite": "litert", "onnx": "onnxruntime", "openvino": "openvino"}
-
 
 def export_matrix(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   data: Path | None = None, progress: Callable[[str], None] | None = None
@@ -56,6 +54,12 @@ def export_count() -> int:
 
 def export_failure(model: str, target: str, precision: str, status: Status,
                    reason: str) -> BenchResult:
+    from edgefer.formats import format_named
+
+    try:
+        engine = format_named(target).default_engine
+    except KeyError:
+        engine = target
     return BenchResult(model=model, target=target, precision=precision,
-                       engine=ENGINE_OF_TARGET.get(target, target), device="cpu", threads=0,
+                       engine=engine, device="cpu", threads=0,
                        batch=1, status=status, reason=reason)

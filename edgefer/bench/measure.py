@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefer.errors import ConfigError, DeviceUnavailableError, EdgeferError, EngineMissingError
+from edgefer.formats import model_files
 
 # a latency loop stops after this long even if min_runs is not reached (very slow models)
 MAX_TIME_S = 60.0
@@ -63,17 +64,6 @@ def time_calls(call: Callable[[], object], options: MeasureOptions) -> np.ndarra
         if elapsed >= options.max_time_s and len(samples) >= 3:
             break
     return np.asarray(samples, dtype=np.float64) * 1000.0
-
-
-def model_files(path: str | os.PathLike) -> list[Path]:
-    """The files a model consists of: the file, an OpenVINO .xml with its .bin, a folder."""
-    path = Path(path)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    files = [path]
-    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").exists():
-        files.append(path.with_suffix(".bin"))
-    return files
 
 
 def model_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -212,21 +202,10 @@ def _measure(job: MeasureJob) -> MeasureOutcome:
                  for i in range(0, len(faces), job.eval_batch)]
         predicted = top1_in_order(np.concatenate(probs), runtime.info.classes).astype(np.int8)
     return MeasureOutcome(
-        status="ok", engine=runtime.engine.value, ran_on=runtime.ran_on,
-        fell_back=bool(getattr(runtime, "fell_back", False)) or _fell_back(job.device,
-                                                                          runtime.ran_on),
+        status="ok", engine=runtime.engine, ran_on=runtime.ran_on, fell_back=runtime.fell_back,
         precision=runtime.info.precision, classes=tuple(runtime.info.classes),
         load_ms=load_ms, first_ms=first_ms, samples_ms=samples, call_samples_ms=calls,
         base_rss_mb=base_rss, peak_rss_mb=peak, predicted=predicted)
-
-
-def _fell_back(device: str, ran_on: str) -> bool:
-    """True when a GPU or NPU was asked for and what ran names neither."""
-    if device not in ("gpu", "npu"):
-        return False
-    ran = ran_on.upper()
-    return not any(word in ran for word in ("GPU", "NPU", "CUDA", "TENSORRT", "ROCM", "DML",
-                                            "COREML", "QNN", "VITISAI"))
 
 
 def _child(conn, job: MeasureJob, log: str) -> None:

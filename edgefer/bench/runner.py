@@ -11,26 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefer.artifacts import recorded_precision
 from edgefer.bench.measure import QUANTILES, MeasureJob, MeasureOptions, MeasureOutcome, run_job
 from edgefer.bench.results import BenchResult, BenchRun, Context, LatencyStats, Status
+from edgefer.engines import Device
 from edgefer.errors import ConfigError, DeviceUnavailableError, EdgeferError
 from edgefer.preprocess import ModelInfo, Preprocess
 
-TARGET_OF_ENGINE = {"litert": "tflite", "onnxruntime": "onnx", "openvino": "openvino",
-                    "keras": "keras"}
 NO_DATA_NOTE = ("no FER2013 found (give --data PATH or set EDGEFER_FER2013): latency and size "
                 "only, no accuracy")
-
-
-class DeviceChoice(str, Enum):
-    CPU = "cpu"
-    GPU = "gpu"
-    NPU = "npu"
-    AUTO = "auto"
-    ALL = "all"  # cpu, gpu and npu; missing ones become `unavailable` rows
-
-    def devices(self) -> tuple[str, ...]:
-        return ("cpu", "gpu", "npu") if self is DeviceChoice.ALL else (self.value,)
 
 
 class Role(str, Enum):
@@ -57,15 +46,16 @@ class ModelSpec:
 
     @property
     def target(self) -> str:
-        from edgefer.runtimes import engine_for
+        """The model's format name (``tflite``, ``keras``): bench results' ``target``."""
+        from edgefer.formats import format_of
 
-        return TARGET_OF_ENGINE[engine_for(self.path).value]
+        return format_of(self.path).name
 
     @property
     def engine(self) -> str:
         from edgefer.runtimes import engine_for
 
-        return engine_for(self.path).value
+        return engine_for(self.path)
 
 
 def default_name(path: Path) -> str:
@@ -111,7 +101,7 @@ class BenchPlan:
     """Every model on every device with every thread count and batch size."""
 
     models: tuple[ModelSpec, ...]
-    device: DeviceChoice = DeviceChoice.CPU
+    device: Device = Device.CPU  # ALL: cpu, gpu and npu, missing ones `unavailable` rows
     threads: tuple[int, ...] = (1,)
     batches: tuple[int, ...] = (1, 32)
     measure: MeasureOptions = field(default_factory=MeasureOptions)
@@ -125,7 +115,7 @@ class BenchPlan:
     extra_results: tuple[BenchResult, ...] = field(default=())  # e.g. exports that failed
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "device", DeviceChoice(self.device))
+        object.__setattr__(self, "device", Device(self.device))
         object.__setattr__(self, "models", tuple(self.models))
         if not self.models and not self.extra_results:
             raise ConfigError("nothing to benchmark: give at least one model")
@@ -285,9 +275,10 @@ def _bench_model(plan: BenchPlan, spec: ModelSpec, evaluation: Evaluation | None
                              eval_file=evaluation.faces_file if evaluation and i == 0 else None)
             outcome = run_job(job, isolate=plan.isolate, timeout_s=plan.timeout_s)
             row = replace(base, device=device, threads=threads,
-                          precision=spec.precision or outcome.precision or _precision(spec))
+                          precision=spec.precision or outcome.precision
+                          or recorded_precision(spec.path))
             if outcome.status != "ok":
-                if outcome.error == "device" and plan.device is not DeviceChoice.ALL:
+                if outcome.error == "device" and plan.device is not Device.ALL:
                     raise DeviceUnavailableError(f"{spec.path}: {outcome.reason}")
                 status = Status.UNAVAILABLE if outcome.status == "unavailable" else Status.FAILED
                 rows.append(replace(row, status=status, reason=outcome.reason))
@@ -298,17 +289,6 @@ def _bench_model(plan: BenchPlan, spec: ModelSpec, evaluation: Evaluation | None
                 predicted[device] = outcome.predicted
             rows.extend(outcome_rows(row, outcome, plan.batches))
     return rows, predicted
-
-
-def _precision(spec: ModelSpec) -> str:
-    """The precision a model file records, "" when it cannot be read here."""
-    from edgefer.artifacts import read_info
-
-    try:
-        info = read_info(spec.path)
-    except EdgeferError:
-        return ""
-    return info.precision if info else ""
 
 
 def outcome_rows(row: BenchResult, outcome: MeasureOutcome,
@@ -400,20 +380,9 @@ def find_reference(models: Sequence[ModelSpec]) -> ModelSpec | None:
         if spec.path.is_dir():
             return replace(spec, role=Role.REFERENCE)
     for spec in own:
-        if (spec.precision or _recorded_precision(spec.path)) == "fp32":
+        if (spec.precision or recorded_precision(spec.path)) == "fp32":
             return replace(spec, role=Role.REFERENCE)
     return None
-
-
-def _recorded_precision(path: Path) -> str:
-    """The precision an edgefer file records, "" when it records none or cannot be read."""
-    from edgefer.artifacts import read_info
-
-    try:
-        info = read_info(path)
-    except EdgeferError:
-        return ""
-    return info.precision if info else ""
 
 
 def env_threads() -> tuple[int, ...]:

@@ -15,6 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefer.artifacts import recorded_precision
 from edgefer.bench.results import BenchResult, Context, LatencyStats, Status
 from edgefer.edge.profiles import Delegate, DeviceProfile
 from edgefer.errors import ConfigError, ModelError, RemoteError
@@ -346,23 +347,12 @@ def to_result(out: BenchmarkModelOutput, model: Path, profile: DeviceProfile,
     throughput = 1000.0 * profile.batch / latency.mean if latency.mean > 0 else None
     peak = out.peak_memory_mb if out.peak_memory_mb is not None else out.memory_overall_mb
     return BenchResult(
-        model=str(model), target="tflite", precision=precision or _precision_of(model),
+        model=str(model), target="tflite",
+        precision=precision or recorded_precision(model) or "unknown",
         engine="benchmark_model", device=target.name, threads=profile.threads,
         batch=profile.batch, status=status, reason=reason, latency_ms=latency,
         throughput_ips=throughput, peak_rss_mb=peak, size_bytes=size, ran_on=ran_on,
         context=context)
-
-
-def _precision_of(model: Path) -> str:
-    try:
-        from edgefer.artifacts import read_info
-
-        info = read_info(model)
-        if info is not None:
-            return info.precision
-    except Exception:  # metadata is optional here; benchmark_model needs none
-        pass
-    return "unknown"
 
 
 # --- running --------------------------------------------------------------------

@@ -63,7 +63,7 @@ class Parity:
 
 def predict_outputs(models: Sequence[Path], faces: np.ndarray) -> list[Outputs]:
     """Each model's probabilities for ``faces`` (uint8 gray), one thread, XNNPACK on."""
-    from edgefer.runtimes.base import RuntimeOptions, load_runtime
+    from edgefer.runtimes import RuntimeOptions, load_runtime
 
     found = []
     for model in models:
@@ -239,8 +239,9 @@ def emulated_row(result, device: str, parity: Parity | None):
 def emulated_rows(results, models: Sequence[Path], parity: dict[str, Parity], device: str):
     """Each result as an emulated row with its model's parity. bench names a result by the
     file's stem and its target (m-int8.tflite and m-int8.onnx share the stem)."""
-    targets = {".tflite": "tflite", ".onnx": "onnx"}
-    by_key = {(m.stem, targets[m.suffix.lower()]): parity.get(m.name) for m in models}
+    from edgefer.formats import format_of
+
+    by_key = {(m.stem, format_of(m).name): parity.get(m.name) for m in models}
     return [emulated_row(r, device, by_key.get((r.model, r.target))) for r in results]
 
 

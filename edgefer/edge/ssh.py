@@ -27,24 +27,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from edgefer.bench.results import BenchRun, Context
+from edgefer.engines import ENGINES, EngineSpec, engine_named
 from edgefer.errors import ConfigError, ModelError, RemoteError
+from edgefer.formats import FILE_FORMATS, Format, model_files, suffixes_in_words
 from edgefer.interrupts import interrupts_raise
 
 REMOTE_PYTHON_ENV = "EDGEFER_REMOTE_PYTHON"
 SSH_CONFIG_ENV = "EDGEFER_SSH_CONFIG"
-FOLDER_PREFIX = "edgefer-bench."
-INSTALL_HINTS = {
-    "tflite": "pip install 'edgefer[tflite]'  (LiteRT; on 32-bit boards: pip install "
-              "edgefer tflite-runtime)",
-    "onnx": "pip install edgefer onnxruntime",
-    "openvino": "pip install edgefer openvino",
-}
-# modules that can run each model type, in edgefer's order of preference
-RUNTIME_MODULES = {
-    "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
-    "onnx": ("onnxruntime",),
-    "openvino": ("openvino",),
-}
 _PROBE_MARK = "EDGEFER_PROBE "
 _JSON_MARK = "EDGEFER_JSON_FOLLOWS"
 
@@ -150,6 +139,9 @@ def sh(script: str, *args: str) -> str:
 
 # --- the remote scripts ---------------------------------------------------------------
 
+# every module that can run a model, in edgefer's order of preference
+MODULES = tuple(dict.fromkeys(module for engine in ENGINES for module in engine.modules))
+
 PROBE_PY = r"""
 import json, sys
 out = {"python": sys.version.split()[0], "executable": sys.executable}
@@ -161,12 +153,12 @@ except Exception as exc:
     out["edgefer_error"] = "%s: %s" % (type(exc).__name__, exc)
 try:
     from importlib.util import find_spec
-    mods = ("ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime", "openvino")
+    mods = __MODULES__
     out["modules"] = [m for m in mods if find_spec(m) is not None]
 except Exception:
     out["modules"] = []
 print("EDGEFER_PROBE " + json.dumps(out))
-"""
+""".replace("__MODULES__", repr(MODULES))
 
 CONTEXT_SH = r"""
 ctx() {
@@ -308,39 +300,30 @@ def parse_probe(text: str, host: str, python: str) -> Probe:
     raise RemoteError(f"{python} on {host} did not run edgefer's probe: {tail}")
 
 
-def model_kind(model: Path) -> str:
-    suffix = model.suffix.lower()
-    kinds = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
-    if suffix not in kinds:
-        raise ConfigError(f"{model}: --on ssh:// runs .tflite, .onnx or OpenVINO .xml files")
-    return kinds[suffix]
+def model_format(model: Path) -> Format:
+    """The format of a model file sent to a device (a Keras folder is not sent)."""
+    for fmt in FILE_FORMATS:
+        if model.suffix.lower() == fmt.suffix:
+            return fmt
+    raise ConfigError(f"{model}: --on ssh:// runs {suffixes_in_words()} files")
+
+
+def model_engine(model: Path) -> EngineSpec:
+    """The engine that runs ``model`` on the device: its format's default."""
+    return engine_named(model_format(model).default_engine)
 
 
 def require_ready(probe: Probe, model: Path, host: str, python: str) -> None:
     """Edgefer and a runtime for ``model`` must be on the device."""
-    kind = model_kind(model)
-    hint = INSTALL_HINTS[kind]
+    fmt, engine = model_format(model), model_engine(model)
+    hint = engine.install_hint
     if probe.edgefer is None:
         raise RemoteError(f"edgefer is not installed for {python} on {host} "
                           f"({probe.error or 'import failed'}); install it there with: {hint}")
-    if not any(m in probe.modules for m in RUNTIME_MODULES[kind]):
-        names = " or ".join(RUNTIME_MODULES[kind])
-        raise RemoteError(f"no {kind} runtime ({names}) for {python} on {host}; "
+    if not any(m in probe.modules for m in engine.modules):
+        names = " or ".join(engine.modules)
+        raise RemoteError(f"no {fmt.name} runtime ({names}) for {python} on {host}; "
                           f"install one there with: {hint}")
-
-
-def model_files(model: Path) -> list[Path]:
-    """The model file and the files it needs beside it (OpenVINO .bin, ONNX external data)."""
-    files = [model]
-    if model.suffix.lower() == ".xml":
-        weights = model.with_suffix(".bin")
-        if not weights.exists():
-            raise ModelError(f"{model}: its weights {weights.name} are missing")
-        files.append(weights)
-    elif model.suffix.lower() == ".onnx":
-        files += [p for p in (model.with_name(model.name + ".data"),
-                              model.with_suffix(".data")) if p.exists()]
-    return files
 
 
 THROTTLE_BITS = {
@@ -530,7 +513,7 @@ def remote_bench(models: str | os.PathLike | Sequence[str | os.PathLike], target
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         raise ConfigError("models sent to a device need different file names")
-    uploads = {path: model_files(path) for path in paths}
+    uploads = {path: model_files(path, strict=True) for path in paths}
     say = log or (lambda _msg: None)
     session = RemoteSession(target, options)
     remote_models: dict[Path, str] = {}

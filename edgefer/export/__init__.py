@@ -1,6 +1,5 @@
 """Export trained models to TFLite, ONNX and OpenVINO, each checked against its source."""
 
-from edgefer.export.convert import EXPORTERS
 from edgefer.export.options import (
     SUPPORTED,
     CalibMethod,
@@ -14,7 +13,6 @@ from edgefer.export.options import (
 from edgefer.export.pipeline import ExportResult, LoadedModel, export_model, load_source
 
 __all__ = [
-    "EXPORTERS",
     "SUPPORTED",
     "CalibMethod",
     "ExportOptions",

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from edgefer.calibration import CalibrationSet
-from edgefer.errors import EngineMissingError, ExportError
+from edgefer.engines import require
+from edgefer.errors import ExportError
 from edgefer.export.options import (
     ExportOptions,
     IntGraph,
     IoType,
     Precision,
-    Target,
 )
 from edgefer.export.ptq import onnx_int8, openvino_int8, tflite_int8
 from edgefer.runtimes.litert import HALF_UP_NUDGE
@@ -234,11 +234,7 @@ def prepared_float_model(source: Source, options: ExportOptions):
 # --- Keras -> ONNX -------------------------------------------------------------------
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError as exc:
-        raise EngineMissingError("onnx", "onnx") from exc
-    return onnx
+    return require("onnx", "onnx")
 
 
 def keras_to_onnx(model, input_shape: tuple[int, int, int], opset: int = 17,
@@ -248,10 +244,7 @@ def keras_to_onnx(model, input_shape: tuple[int, int, int], opset: int = 17,
     from edgefer._tf import tf
 
     tf_ = tf()
-    try:
-        import tf2onnx
-    except ImportError as exc:
-        raise EngineMissingError("tf2onnx", "train") from exc
+    tf2onnx = require("tf2onnx", "train")
     spec = (tf_.TensorSpec((batch, *input_shape), tf_.float32, name=INPUT_NAME),)
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
@@ -469,11 +462,7 @@ def export_onnx(source: Source, options: ExportOptions) -> bytes:
 # --- ONNX -> OpenVINO ----------------------------------------------------------------
 
 def _ov():
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise EngineMissingError("OpenVINO", "openvino") from exc
-    return ov
+    return require("openvino", "openvino", "OpenVINO")
 
 
 def onnx_to_openvino(proto):
@@ -498,9 +487,3 @@ def export_openvino(source: Source, options: ExportOptions):
                          options.corrects_bias, options.keep_float, options.max_drop,
                          validation)
 
-
-EXPORTERS: dict[Target, Callable[[Source, ExportOptions], object]] = {
-    Target.TFLITE: export_tflite,
-    Target.ONNX: export_onnx,
-    Target.OPENVINO: export_openvino,
-}

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefer.engines import require
 from edgefer.errors import ModelError
+from edgefer.formats import FILE_FORMATS, companion_of, load, suffixes_in_words
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ class Inspection:
     metadata: dict = field(default_factory=dict)
 
 
-_READERS = (".tflite", ".onnx", ".xml")
-_READS = "inspect reads one exported model file (.tflite, .onnx or OpenVINO .xml)"
+_INSPECTORS = {fmt.suffix: fmt.inspector for fmt in FILE_FORMATS if fmt.inspector}
+_READS = f"inspect reads one exported model file ({suffixes_in_words()})"
 
 
 def _not_a_file_hint(path: Path) -> str:
@@ -46,22 +48,24 @@ def _not_a_file_hint(path: Path) -> str:
     from edgefer.model.store import is_model_dir
 
     if path.is_dir():
-        models = sorted(p for p in path.iterdir() if p.suffix.lower() in _READERS)
+        models = sorted(p for p in path.iterdir() if p.suffix.lower() in _INSPECTORS)
         if models:
             return f" is a folder: {_READS}, e.g. {models[0]}"
         if is_model_dir(path):
             return (f" is an edgefer model folder: {_READS}; make them with: "
                     f"edgefer export --model {path} --target all")
         return f" is a folder: {_READS}"
-    if path.suffix.lower() == ".bin":
-        return (f" holds an OpenVINO model's weights: {_READS}; give its "
-                f"{path.with_suffix('.xml')}")
+    companion = companion_of(path)
+    if companion is not None:
+        fmt, part = companion
+        return (f" holds an {fmt.label} model's {part.what}: {_READS}; give its "
+                f"{path.with_suffix(fmt.suffix)}")
     return f": not a model format inspect knows; {_READS}"
 
 
 def inspect_model(path: str | os.PathLike) -> Inspection:
     path = Path(path)
-    if path.is_dir() or (path.is_file() and path.suffix.lower() not in _READERS):
+    if path.is_dir() or (path.is_file() and path.suffix.lower() not in _INSPECTORS):
         raise ModelError(f"{path}{_not_a_file_hint(path)}")
     if not path.is_file():
         raise ModelError(f"model not found: {path}")
@@ -70,7 +74,7 @@ def inspect_model(path: str | os.PathLike) -> Inspection:
     from edgefer.artifacts import read_info
 
     info = read_info(path)
-    reader = {".tflite": _tflite, ".onnx": _onnx, ".xml": _openvino}[path.suffix.lower()]
+    reader = load(_INSPECTORS[path.suffix.lower()])
     fmt, inputs, outputs, ops, float_ops, sparsity = reader(path)
     from edgefer.bench.measure import model_size
 
@@ -91,7 +95,7 @@ def _sparsity(kernels: list[np.ndarray]) -> float:
     return float(sum(int(np.count_nonzero(k == 0)) for k in kernels) / total) if total else 0.0
 
 
-def _tflite(path: Path):
+def inspect_tflite(path: Path):
     from edgefer.runtimes.litert import interpreter_module
 
     module, _ = interpreter_module()
@@ -136,14 +140,9 @@ def _tflite_signature_names(interp) -> dict[int, str]:
     return {detail["index"]: name for name, detail in details.items()}
 
 
-def _onnx(path: Path):
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError as exc:
-        from edgefer.errors import EngineMissingError
-
-        raise EngineMissingError("onnx", "onnx") from exc
+def inspect_onnx(path: Path):
+    onnx = require("onnx", "onnx")
+    from onnx import numpy_helper
     try:
         model = onnx.load(str(path))
     except Exception as exc:
@@ -193,7 +192,7 @@ def _onnx_quantized_kernels(nodes, inits) -> list[np.ndarray]:
     return kernels
 
 
-def _openvino(path: Path):
+def inspect_openvino(path: Path):
     from edgefer.runtimes.openvino import openvino
 
     ov = openvino()

@@ -7,12 +7,11 @@ from enum import Enum
 from pathlib import Path
 
 from edgefer.errors import ConfigError
+from edgefer.formats import EXPORT_FORMATS, Format, format_named
 
-
-class Target(str, Enum):
-    TFLITE = "tflite"
-    ONNX = "onnx"
-    OPENVINO = "openvino"
+# the formats export writes (edgefer.formats), as an enum: Target.TFLITE, Target.ONNX, ...
+Target = Enum("Target", {fmt.name.upper(): fmt.name for fmt in EXPORT_FORMATS}, type=str,
+              module=__name__)
 
 
 class Precision(str, Enum):
@@ -35,14 +34,10 @@ class CalibMethod(str, Enum):
     MSE = "mse"
 
 
-# The calibration methods each engine has: TFLite's converter calibrates min-max only;
-# ONNX Runtime: MinMax, Entropy, Percentile (99.999%); NNCF: MINMAX, MEAN_QUANTILE,
-# HISTOGRAM (the range of least squared quantization error).
+# The calibration methods each format's converter has (Format.calib_methods)
 CALIB_METHODS: dict[Target, tuple[CalibMethod, ...]] = {
-    Target.TFLITE: (CalibMethod.MINMAX,),
-    Target.ONNX: (CalibMethod.MINMAX, CalibMethod.ENTROPY, CalibMethod.PERCENTILE),
-    Target.OPENVINO: (CalibMethod.MINMAX, CalibMethod.PERCENTILE, CalibMethod.MSE),
-}
+    Target(fmt.name): tuple(CalibMethod(m) for m in fmt.calib_methods)
+    for fmt in EXPORT_FORMATS}
 
 
 class IntGraph(str, Enum):
@@ -66,10 +61,7 @@ class IoType(str, Enum):
 
 
 SUPPORTED: dict[Target, tuple[Precision, ...]] = {
-    Target.TFLITE: (Precision.FP32, Precision.FP16, Precision.DYNAMIC, Precision.INT8),
-    Target.ONNX: (Precision.FP32, Precision.FP16, Precision.INT8),
-    Target.OPENVINO: (Precision.FP32, Precision.FP16, Precision.INT8),
-}
+    Target(fmt.name): tuple(Precision(p) for p in fmt.precisions) for fmt in EXPORT_FORMATS}
 
 # Top-1 agreement with the reference below which an export fails. Measured on the
 # shipped model (reports/export.md): fp32/fp16 agree on all 300 parity images, INT8 on 99%+.
@@ -166,6 +158,9 @@ class ExportOptions:
         return None if self.dynamic_batch else 1
 
     @property
+    def format(self) -> Format:
+        return format_named(self.target.value)
+
+    @property
     def suffix(self) -> str:
-        suffixes = {Target.TFLITE: ".tflite", Target.ONNX: ".onnx", Target.OPENVINO: ".xml"}
-        return suffixes[self.target]
+        return self.format.suffix

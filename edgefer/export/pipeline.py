@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from edgefer import __version__
-from edgefer.artifacts import METADATA_KEY, tflite_with_metadata
 from edgefer.calibration import CalibrationSet, choose_subset
 from edgefer.errors import ConfigError, ExportError
-from edgefer.export.convert import EXPORTERS, Source, int8_from_qat
+from edgefer.export.convert import Source, int8_from_qat
 from edgefer.export.options import ExportOptions, Precision, Target
 from edgefer.export.parity import Parity, compare
+from edgefer.formats import FILE_FORMATS, format_named, load
 from edgefer.outputs import output_file
 from edgefer.preprocess import ModelInfo
 from edgefer.quiet import conversion_quiet
@@ -186,7 +186,7 @@ def export_model(loaded: LoadedModel, options: ExportOptions, out_dir: str | os.
     final = out_dir / artifact_name(loaded, options)
     info = artifact_info(loaded, options)
     with conversion_quiet():  # converters' notes ("fully_quantize: 0", NNCF's bars) unless -v
-        artifact = EXPORTERS[options.target](loaded.source, options)
+        artifact = load(options.format.exporter)(loaded.source, options)
     reports = _debug_report(loaded, options, artifact, final)
     staging = out_dir / f".{final.stem}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -229,29 +229,16 @@ def _debug_report(loaded: LoadedModel, options: ExportOptions, artifact,
 
 
 def _write(artifact, target: Target, info: ModelInfo, path: Path) -> Path:
+    """``artifact`` with the edgefer record, written by its format's writer."""
     record = json.dumps(info.to_dict(), sort_keys=True)
-    if target is Target.TFLITE:
-        path.write_bytes(tflite_with_metadata(artifact, {METADATA_KEY: record.encode()}))
-    elif target is Target.ONNX:
-        import onnx
-
-        proto = onnx.load_from_string(artifact)
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, record
-        proto.producer_name, proto.producer_version = "edgefer", __version__
-        onnx.save(proto, str(path))
-    else:
-        import openvino as ov
-
-        artifact.set_rt_info(record, [METADATA_KEY, "info"])
-        ov.save_model(artifact, str(path), compress_to_fp16=info.precision == "fp16")
+    load(format_named(Target(target).value).write)(artifact, record, info, path)
     return path
 
 
 def _publish(staging: Path, out_dir: Path) -> int:
     """Move every staged file into place; the main file last. Returns total bytes."""
-    files = sorted(staging.iterdir(), key=lambda f: f.suffix in (".xml", ".tflite", ".onnx"))
+    main_suffixes = {fmt.suffix for fmt in FILE_FORMATS}
+    files = sorted(staging.iterdir(), key=lambda f: f.suffix in main_suffixes)
     targets = [output_file(out_dir / file.name) for file in files]  # all checked first
     size = 0
     for file, target in zip(files, targets, strict=True):

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from edgefer.calibration import CalibrationSet
-from edgefer.errors import EngineMissingError, ExportError
+from edgefer.engines import require
+from edgefer.errors import ExportError
 from edgefer.export.options import CalibMethod, IoType
 
 
@@ -155,11 +156,7 @@ def onnx_int8(proto, calibration: CalibrationSet, method: CalibMethod,
 # --- OpenVINO (NNCF) ---------------------------------------------------------------------------
 
 def _nncf():
-    try:
-        import nncf
-    except ImportError as exc:
-        raise EngineMissingError("NNCF", "openvino") from exc
-    return nncf
+    return require("nncf", "openvino", "NNCF")
 
 
 def nncf_parameters(method: CalibMethod, bias_correction: bool = True,

@@ -84,12 +84,9 @@ def load_keras(path: Path):
 
 
 def load_onnx(path: Path):
-    try:
-        import onnx
-    except ImportError as exc:
-        from edgefer.errors import EngineMissingError
+    from edgefer.engines import require
 
-        raise EngineMissingError("onnx", "onnx") from exc
+    onnx = require("onnx", "onnx")
     try:
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)

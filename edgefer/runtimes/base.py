@@ -1,4 +1,4 @@
-"""The shared Runtime interface and the choice of engine by file type."""
+"""The shared Runtime interface every engine implements (``edgefer.engines`` names them)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,14 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from edgefer.engines import Device
 from edgefer.errors import ConfigError, ModelError
 from edgefer.preprocess import ModelInfo
-
-
-class Engine(str, Enum):
-    LITERT = "litert"
-    ONNXRUNTIME = "onnxruntime"
-    OPENVINO = "openvino"
-    KERAS = "keras"
-
-
-class Device(str, Enum):
-    CPU = "cpu"
-    GPU = "gpu"
-    NPU = "npu"
-    AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -43,6 +29,9 @@ class RuntimeOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device(self.device))
+        if self.device is Device.ALL:
+            raise ConfigError("a model runs on one device: cpu, gpu, npu or auto "
+                              "(all is for bench)")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.ort_optimization not in ("disable", "basic", "extended", "all"):
@@ -54,7 +43,7 @@ class RuntimeOptions:
 class Runtime(ABC):
     """A loaded model on one engine. Subclasses hide int8 (de)quantization."""
 
-    engine: ClassVar[Engine]
+    engine: ClassVar[str]  # its name in edgefer.engines
 
     def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions) -> None:
         self.path = path
@@ -75,6 +64,12 @@ class Runtime(ABC):
     @abstractmethod
     def ran_on(self) -> str:
         """What really runs the model: provider, delegate or device name."""
+
+    @property
+    def fell_back(self) -> bool:
+        """True when a GPU or NPU was asked for and the CPU runs the model instead. Engines
+        that refuse a device they cannot use (DeviceUnavailableError) never fall back."""
+        return False
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N, classes) for a preprocessed float32 NHWC batch."""
@@ -121,48 +116,6 @@ def to_probabilities(out: np.ndarray) -> np.ndarray:
         return out
     shifted = np.exp(out - out.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def engine_for(path: str | os.PathLike) -> Engine:
-    """The engine that runs a model file, by its type."""
-    from edgefer.model.store import is_model_dir
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        return Engine.LITERT
-    if suffix == ".onnx":
-        return Engine.ONNXRUNTIME
-    if suffix == ".xml":
-        return Engine.OPENVINO
-    if is_model_dir(path):
-        return Engine.KERAS
-    raise ModelError(f"{path}: unknown model format (expected .tflite, .onnx, .xml "
-                     "or an edgefer model folder)")
-
-
-def runtime_class(engine: Engine) -> type[Runtime]:
-    if engine is Engine.LITERT:
-        from edgefer.runtimes.litert import LiteRTRuntime as cls
-    elif engine is Engine.ONNXRUNTIME:
-        from edgefer.runtimes.onnxrt import OnnxRuntime as cls
-    elif engine is Engine.OPENVINO:
-        from edgefer.runtimes.openvino import OpenVINORuntime as cls
-    else:
-        from edgefer.runtimes.keras import KerasRuntime as cls
-    return cls
-
-
-def load_runtime(path: str | os.PathLike, options: RuntimeOptions = RuntimeOptions(),
-                 info: ModelInfo | None = None) -> Runtime:
-    """Load any model file edgefer knows with the engine for its type."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model not found: {path}")
-    from edgefer.quiet import native_quiet
-
-    with native_quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate", ORT's notes
-        return runtime_class(engine_for(path)).load(path, options, info)
 
 
 def resolve_info(path: Path, info: ModelInfo | None) -> ModelInfo:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefer.engines import Device
 from edgefer.errors import DeviceUnavailableError
 from edgefer.preprocess import ModelInfo
-from edgefer.runtimes.base import Device, Engine, Runtime, RuntimeOptions
+from edgefer.runtimes.base import Runtime, RuntimeOptions
 
 
 class KerasRuntime(Runtime):
-    engine = Engine.KERAS
+    engine = "keras"
 
     def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions, model,
                  device: str) -> None:

@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from edgefer.engines import Device, require
 from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
 from edgefer.preprocess import ModelInfo
-from edgefer.runtimes.base import (
-    Device,
-    Engine,
-    Runtime,
-    RuntimeOptions,
-    resolve_info,
-    run_in_chunks,
-)
+from edgefer.runtimes.base import Runtime, RuntimeOptions, resolve_info, run_in_chunks
 
 
 def interpreter_module():
     """(module with Interpreter, its name)."""
-    try:
-        from ai_edge_litert import interpreter
-
-        return interpreter, "ai-edge-litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime import interpreter
-
-        return interpreter, "tflite-runtime"
-    except ImportError:
-        pass
+    for module, flavour in (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                            ("tflite_runtime.interpreter", "tflite-runtime")):
+        with contextlib.suppress(EngineMissingError):
+            return require(module, "tflite"), flavour
     try:
         from edgefer._tf import tf
 
@@ -43,7 +30,7 @@ def interpreter_module():
 
 
 class LiteRTRuntime(Runtime):
-    engine = Engine.LITERT
+    engine = "litert"
 
     def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions,
                  interpreter, flavour: str) -> None:

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
+from edgefer.engines import Device, require
+from edgefer.errors import DeviceUnavailableError, ModelError
 from edgefer.preprocess import ModelInfo
-from edgefer.runtimes.base import (
-    Device,
-    Engine,
-    Runtime,
-    RuntimeOptions,
-    resolve_info,
-    run_in_chunks,
-)
+from edgefer.runtimes.base import Runtime, RuntimeOptions, resolve_info, run_in_chunks
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
                   "DmlExecutionProvider", "CoreMLExecutionProvider")
@@ -32,11 +26,7 @@ _INSTALL_HINT = {
 
 
 def ort():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise EngineMissingError("ONNX Runtime", "onnx") from exc
-    return onnxruntime
+    return require("onnxruntime", "onnx", "ONNX Runtime")
 
 
 def providers_for(options: RuntimeOptions, available: list[str]) -> list[str]:
@@ -56,7 +46,7 @@ def providers_for(options: RuntimeOptions, available: list[str]) -> list[str]:
 
 
 class OnnxRuntime(Runtime):
-    engine = Engine.ONNXRUNTIME
+    engine = "onnxruntime"
 
     def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions, session) -> None:
         super().__init__(path, info, options)
@@ -98,7 +88,7 @@ class OnnxRuntime(Runtime):
 
     @property
     def fell_back(self) -> bool:
-        """True when a GPU/NPU was asked for but only the CPU provider is active."""
+        """True when a GPU, NPU or AUTO was asked for but only the CPU provider is active."""
         return self.options.device is not Device.CPU and self.providers == ["CPUExecutionProvider"]
 
     @property

@@ -8,24 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefer.errors import DeviceUnavailableError, EngineMissingError, ModelError
+from edgefer.engines import Device, require
+from edgefer.errors import DeviceUnavailableError, ModelError
 from edgefer.preprocess import ModelInfo
-from edgefer.runtimes.base import (
-    Device,
-    Engine,
-    Runtime,
-    RuntimeOptions,
-    resolve_info,
-    run_in_chunks,
-)
+from edgefer.runtimes.base import Runtime, RuntimeOptions, resolve_info, run_in_chunks
 
 
 def openvino():
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise EngineMissingError("OpenVINO", "openvino") from exc
-    return ov
+    return require("openvino", "openvino", "OpenVINO")
 
 
 def device_name(device: Device, available: list[str]) -> str:
@@ -37,7 +27,7 @@ def device_name(device: Device, available: list[str]) -> str:
 
 
 class OpenVINORuntime(Runtime):
-    engine = Engine.OPENVINO
+    engine = "openvino"
 
     def __init__(self, path: Path, info: ModelInfo, options: RuntimeOptions, core, model,
                  device: str) -> None:
@@ -95,13 +85,23 @@ class OpenVINORuntime(Runtime):
         return self._compiled[batch]
 
     @property
-    def ran_on(self) -> str:
+    def _execution_devices(self) -> list[str]:
         compiled = next(iter(self._compiled.values()))
         try:
-            devices = compiled.get_property("EXECUTION_DEVICES")
+            return list(compiled.get_property("EXECUTION_DEVICES"))
         except Exception:
-            devices = [self._device]
-        return "OpenVINO " + ", ".join(devices)
+            return [self._device]
+
+    @property
+    def ran_on(self) -> str:
+        return "OpenVINO " + ", ".join(self._execution_devices)
+
+    @property
+    def fell_back(self) -> bool:
+        """True when a GPU or NPU was asked for and OpenVINO executes on neither."""
+        return self.options.device.accelerator and not any(
+            kind in device.upper() for device in self._execution_devices
+            for kind in ("GPU", "NPU"))
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         fixed = self._fixed_batch

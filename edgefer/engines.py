@@ -1,0 +1,91 @@
+"""The inference engines, looked up by name, and the one guard for importing them.
+
+An engine is a ``Runtime`` class (``edgefer.runtimes``) named here by ``"module:Class"``:
+nothing is imported until a model is loaded, so the table costs nothing and the engine
+modules can import ``edgefer.runtimes.base`` without a circle. The formats each engine
+runs are listed in ``edgefer.formats`` (``Format.engines``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from enum import Enum
+from types import ModuleType
+
+from edgefer.errors import ConfigError, EngineMissingError
+
+
+def require(module: str, extra: str, engine: str | None = None,
+            detail: str = "") -> ModuleType:
+    """``import module``, or the EngineMissingError naming the pip extra that installs it
+    (``engine``: the name people know it by, default the module's)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EngineMissingError(engine or module, extra, detail) from exc
+
+
+class Device(str, Enum):
+    """Where a model runs. ``ALL`` is a benchmark's choice (each of cpu, gpu and npu),
+    never one runtime's."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+    NPU = "npu"
+    AUTO = "auto"
+    ALL = "all"
+
+    def devices(self) -> tuple[str, ...]:
+        """The names of the devices a benchmark measures on for this choice."""
+        return ("cpu", "gpu", "npu") if self is Device.ALL else (self.value,)
+
+    @property
+    def accelerator(self) -> bool:
+        """A GPU or NPU asked for by name: running on the CPU instead is a fallback."""
+        return self in (Device.GPU, Device.NPU)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str  # "litert": the ``engine`` of bench results
+    label: str  # "LiteRT"
+    runtime: str  # "module:Class" of its Runtime
+    extra: str  # the pip extra that installs it
+    # the Python modules that can run it, edgefer's preference first (checked on devices)
+    modules: tuple[str, ...]
+    packages: tuple[str, ...]  # the distributions whose versions a benchmark records
+    device_install: str = ""  # how to install it on a device without the extra's build
+
+    def runtime_class(self):
+        module, _, name = self.runtime.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    @property
+    def install_hint(self) -> str:
+        return self.device_install or f"pip install 'edgefer[{self.extra}]'"
+
+
+ENGINES: tuple[EngineSpec, ...] = (
+    EngineSpec("litert", "LiteRT", "edgefer.runtimes.litert:LiteRTRuntime", "tflite",
+               ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+               ("ai-edge-litert", "tflite-runtime", "tensorflow"),
+               "pip install 'edgefer[tflite]'  (LiteRT; on 32-bit boards: pip install "
+               "edgefer tflite-runtime)"),
+    EngineSpec("onnxruntime", "ONNX Runtime", "edgefer.runtimes.onnxrt:OnnxRuntime", "onnx",
+               ("onnxruntime",), ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                                  "onnxruntime-directml", "onnxruntime-qnn"),
+               "pip install edgefer onnxruntime"),
+    EngineSpec("openvino", "OpenVINO", "edgefer.runtimes.openvino:OpenVINORuntime",
+               "openvino", ("openvino",), ("openvino",), "pip install edgefer openvino"),
+    EngineSpec("keras", "TensorFlow", "edgefer.runtimes.keras:KerasRuntime", "train",
+               ("tensorflow",), ("tensorflow", "tf-keras")),
+)
+
+
+def engine_named(name: str) -> EngineSpec:
+    for spec in ENGINES:
+        if spec.name == name:
+            return spec
+    known = ", ".join(spec.name for spec in ENGINES)
+    raise ConfigError(f"unknown engine {name!r}; choose from {known}")

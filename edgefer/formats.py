@@ -1,0 +1,167 @@
+"""Every model format edgefer knows, one ``Format`` record each, in one table.
+
+Export, artifacts, inspect, the runtimes, bench and the edge devices read what they need
+to know about a file type from here: its suffix and the files beside it, where its
+edgefer record lives, the functions that write and inspect it, the precisions export
+makes, the engines that run it and the pip extra that installs them.
+
+Functions are named as ``"module:attribute"`` and imported only when called, so that
+reading this table imports no engine (and no module that imports this one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefer.errors import ModelError
+
+
+def load(reference: str):
+    """The object a ``"package.module:attribute"`` reference names, imported now."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A file a model file needs beside it, named from the model's ``{stem}``/``{name}``."""
+
+    pattern: str  # "{stem}.bin", "{name}.data"
+    what: str  # what it holds, for messages: "weights", "external data"
+    required: bool = False
+
+    def path_for(self, model: Path) -> Path:
+        return model.with_name(self.pattern.format(stem=model.stem, name=model.name))
+
+
+@dataclass(frozen=True)
+class Format:
+    """One model format: a file type, or (``suffix`` empty) edgefer's Keras model folder."""
+
+    name: str  # the export target and the ``target`` of bench results: "tflite"
+    label: str  # for people: "TFLite"
+    suffix: str  # ".tflite"; "" for a folder
+    engines: tuple[str, ...]  # engine names (edgefer.engines), the default first
+    extra: str  # the pip extra whose packages read and write it
+    metadata: str  # where the edgefer record lives, for people
+    read_record: str  # "module:function" (Path) -> the record as JSON text (or bytes), None
+    companions: tuple[Companion, ...] = ()
+    write: str = ""  # "module:function" (artifact, record JSON, ModelInfo, Path) -> None
+    exporter: str = ""  # "module:function" (Source, ExportOptions) -> artifact
+    inspector: str = ""  # "module:function" (Path) -> what ``edgefer inspect`` shows
+    precisions: tuple[str, ...] = ()  # what export makes; () for a format it cannot write
+    calib_methods: tuple[str, ...] = ()  # the INT8 calibration methods of its converter
+
+    @property
+    def exportable(self) -> bool:
+        return bool(self.precisions)
+
+    @property
+    def default_engine(self) -> str:
+        return self.engines[0]
+
+    def companion_files(self, model: Path) -> list[Path]:
+        return [c.path_for(model) for c in self.companions]
+
+
+FORMATS: tuple[Format, ...] = (
+    Format(
+        name="tflite", label="TFLite", suffix=".tflite", engines=("litert",), extra="tflite",
+        metadata="a TFLite metadata entry named edgefer",
+        read_record="edgefer.artifacts:tflite_record",
+        write="edgefer.artifacts:write_tflite",
+        exporter="edgefer.export.convert:export_tflite",
+        inspector="edgefer.export.inspect:inspect_tflite",
+        precisions=("fp32", "fp16", "dynamic", "int8"),
+        # TFLite's converter calibrates min-max only
+        calib_methods=("minmax",)),
+    Format(
+        name="onnx", label="ONNX", suffix=".onnx", engines=("onnxruntime",), extra="onnx",
+        metadata="ONNX metadata_props, key edgefer",
+        read_record="edgefer.artifacts:onnx_record",
+        companions=(Companion("{name}.data", "external data"),
+                    Companion("{stem}.data", "external data")),
+        write="edgefer.artifacts:write_onnx",
+        exporter="edgefer.export.convert:export_onnx",
+        inspector="edgefer.export.inspect:inspect_onnx",
+        precisions=("fp32", "fp16", "int8"),
+        # ONNX Runtime's quantizer: MinMax, Entropy, Percentile (99.999%)
+        calib_methods=("minmax", "entropy", "percentile")),
+    Format(
+        name="openvino", label="OpenVINO", suffix=".xml", engines=("openvino",),
+        extra="openvino", metadata="OpenVINO rt_info edgefer/info",
+        read_record="edgefer.artifacts:openvino_record",
+        companions=(Companion("{stem}.bin", "weights", required=True),),
+        write="edgefer.artifacts:write_openvino",
+        exporter="edgefer.export.convert:export_openvino",
+        inspector="edgefer.export.inspect:inspect_openvino",
+        precisions=("fp32", "fp16", "int8"),
+        # NNCF: MINMAX, MEAN_QUANTILE, HISTOGRAM (the range of least squared error)
+        calib_methods=("minmax", "percentile", "mse")),
+    Format(
+        name="keras", label="edgefer Keras model folder", suffix="", engines=("keras",),
+        extra="train", metadata="model.json's info",
+        read_record="edgefer.artifacts:keras_record"),
+)
+
+EXPORT_FORMATS: tuple[Format, ...] = tuple(f for f in FORMATS if f.exportable)
+FILE_FORMATS: tuple[Format, ...] = tuple(f for f in FORMATS if f.suffix)
+
+
+def format_named(name: str) -> Format:
+    for fmt in FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise KeyError(name)
+
+
+def suffixes_in_words(formats: tuple[Format, ...] = FILE_FORMATS) -> str:
+    """``.tflite, .onnx or OpenVINO .xml``: the file types, for messages."""
+    names = [f.suffix if f.label.upper() == f.suffix[1:].upper() else f"{f.label} {f.suffix}"
+             for f in formats]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def format_of(path: str | os.PathLike) -> Format:
+    """The format of a model file or folder, by its suffix; ModelError for others."""
+    from edgefer.model.store import is_model_dir
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    for fmt in FILE_FORMATS:
+        if suffix == fmt.suffix:
+            return fmt
+    if is_model_dir(path):
+        return format_named("keras")
+    raise ModelError(f"{path}: unknown model format (expected "
+                     f"{', '.join(f.suffix for f in FILE_FORMATS)} or an edgefer model folder)")
+
+
+def companion_of(path: Path) -> tuple[Format, Companion] | None:
+    """The format and companion a file is named as (``m.bin``: OpenVINO's weights)."""
+    for fmt in FILE_FORMATS:
+        for companion in fmt.companions:
+            if companion.pattern.endswith(path.suffix.lower()) and path.suffix:
+                return fmt, companion
+    return None
+
+
+def model_files(path: str | os.PathLike, strict: bool = False) -> list[Path]:
+    """The files a model consists of: a folder's files, or the file and the companions
+    beside it (OpenVINO's .bin, ONNX external data) that exist. ``strict``: a missing
+    required companion is a ModelError (a model about to be copied somewhere)."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path]
+    fmt = next((f for f in FILE_FORMATS if path.suffix.lower() == f.suffix), None)
+    for companion in fmt.companions if fmt else ():
+        file = companion.path_for(path)
+        if file.exists():
+            files.append(file)
+        elif strict and companion.required:
+            raise ModelError(f"{path}: its {companion.what} {file.name} are missing")
+    return files
