@@ -80,11 +80,11 @@ def load_source(model_path: str | os.PathLike, data: Path | None = None,
                               "give --data PATH or set EDGEFER_FER2013")
         calibration()  # cached: the exports reuse it
 
-    from edgefer.model.mobilenetv3 import ModelConfig
+    from edgefer.model.registry import config_from_record
     from edgefer.model.store import float_twin, load_model, read_record, weights_sha256
 
     model, stage, info = load_model(model_path)
-    config = ModelConfig(**read_record(model_path)["model"])
+    config = config_from_record(read_record(model_path), model_path)
     twin = float_twin(model, config, keep_qat_ranges=True) if stage.quantized else model
     shape = (config.input_size, config.input_size, config.channels)
     source = Source(model, twin, stage.quantized, shape, calibration=calibration,

@@ -15,6 +15,7 @@ from edgefer._tf import keras
 from edgefer.errors import ConfigError
 from edgefer.labels import NUM_CLASSES
 from edgefer.model.layers import HardSwish
+from edgefer.model.registry import register_model
 
 _keras = keras()
 _layers = _keras.layers
@@ -128,6 +129,7 @@ def _inverted_residual(x, spec: tuple, width: float, index: int):
     return x
 
 
+@register_model("mobilenetv3", ModelConfig)
 def build_model(config: ModelConfig = ModelConfig()):
     """A fresh MobileNetV3 for ``config``; softmax probabilities out."""
     inputs = _layers.Input((config.input_size, config.input_size, config.channels),

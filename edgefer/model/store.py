@@ -1,6 +1,6 @@
-"""edgefer's Keras model files: ``model.json`` (architecture, stage, metadata) beside
-``weights.h5``. Loading rebuilds the network from edgefer's own code and reads
-weights only, so a model file can never execute code."""
+"""edgefer's Keras model files: ``model.json`` (architecture name and options, stage,
+metadata) beside ``weights.h5``. Loading rebuilds the network from edgefer's own code
+(``model.registry``) and reads weights only, so a model file can never execute code."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def weights_sha256(path: str | os.PathLike) -> str:
 def build_for_stage(config, stage: Stage, prune_kwargs: dict | None = None):
     """The network of ``config`` wrapped as ``stage`` wants (weights fresh)."""
     from edgefer.model import qat
-    from edgefer.model.mobilenetv3 import build_model
+    from edgefer.model.registry import build_model
 
     model = build_model(config)
     if stage is Stage.PRUNE:
@@ -90,7 +90,10 @@ def save_model(model, folder: str | os.PathLike, config, stage: Stage, info: Mod
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_weights(str(tmp / WEIGHTS_NAME))
-    record = {"format": "edgefer-keras", "stage": stage.value,
+    from edgefer.model.registry import architecture_of
+
+    record = {"format": "edgefer-keras", "architecture": architecture_of(config).name,
+              "stage": stage.value,
               "model": {k: (v.value if isinstance(v, Enum) else v)
                         for k, v in asdict(config).items()},
               "info": info.to_dict(), **(extra or {})}
@@ -114,8 +117,10 @@ def check_record(path: str | os.PathLike) -> tuple[Stage, ModelInfo]:
     record = read_record(path)
     try:
         stage = Stage(record["stage"])
-        if not isinstance(record["model"], dict):  # the architecture
+        if not isinstance(record["model"], dict):  # the architecture's options
             raise TypeError("'model' is not an object")
+        if not isinstance(record.get("architecture", ""), str):
+            raise TypeError("'architecture' is not a name")
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: invalid model record ({exc})") from exc
     return stage, info_from_record(path, record.get("info"))
@@ -124,12 +129,9 @@ def check_record(path: str | os.PathLike) -> tuple[Stage, ModelInfo]:
 def load_model(path: str | os.PathLike):
     """(keras model, stage, ModelInfo) from an edgefer model folder."""
     stage, info = check_record(path)  # before TensorFlow loads
-    from edgefer.model.mobilenetv3 import ModelConfig
+    from edgefer.model.registry import config_from_record
 
-    try:
-        config = ModelConfig(**read_record(path)["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: invalid model record ({exc})") from exc
+    config = config_from_record(read_record(path), path)
     model = build_for_stage(config, stage)
     try:
         model.load_weights(str(model_dir(path) / WEIGHTS_NAME))
@@ -150,7 +152,7 @@ def float_twin(model, config, keep_qat_ranges: bool = False):
     shipped model: 83% top-1 agreement with its QAT model, and min/max post-training
     INT8 of it 13% top-1). Use it for exports, not as a start for training.
     """
-    from edgefer.model.mobilenetv3 import build_model
+    from edgefer.model.registry import build_model
 
     twin = build_model(config)
     by_name = {"/".join(w.name.split("/")[-2:]): w for w in model.weights}
