@@ -43,7 +43,7 @@ class Format:
 
     name: str  # the export target and the ``target`` of bench results: "tflite"
     label: str  # for people: "TFLite"
-    suffix: str  # ".tflite"; "" for a folder
+    suffix: str  # ".tflite", ".ncnn.param" (the name's ending); "" for a folder
     engines: tuple[str, ...]  # engine names (edgefer.engines), the default first
     extra: str  # the pip extra whose packages read and write it
     metadata: str  # where the edgefer record lives, for people
@@ -65,6 +65,21 @@ class Format:
 
     def companion_files(self, model: Path) -> list[Path]:
         return [c.path_for(model) for c in self.companions]
+
+    def model_beside(self, path: Path, companion: Companion) -> Path | None:
+        """The model file ``path`` would be ``companion`` of (None: not named as one):
+        ``{name}.data`` -> ``{name}``; ``{stem}.bin`` -> ``{stem}`` + the last suffix."""
+        ending = companion.pattern.format(stem="", name="")
+        if not (path.suffix and path.name.lower().endswith(ending)):
+            return None
+        base = path.name[:len(path.name) - len(ending)]
+        if "{name}" in companion.pattern:
+            return path.with_name(base)
+        return path.with_name(base + self.suffix[self.suffix.rfind("."):])
+
+    def matches(self, path: str | os.PathLike) -> bool:
+        """``path``'s name ends with this format's suffix (a file format only)."""
+        return bool(self.suffix) and Path(path).name.lower().endswith(self.suffix)
 
 
 FORMATS: tuple[Format, ...] = (
@@ -120,7 +135,7 @@ def format_named(name: str) -> Format:
 
 def suffixes_in_words(formats: tuple[Format, ...] = FILE_FORMATS) -> str:
     """``.tflite, .onnx or OpenVINO .xml``: the file types, for messages."""
-    names = [f.suffix if f.label.upper() == f.suffix[1:].upper() else f"{f.label} {f.suffix}"
+    names = [f.suffix if f.label.lower() in f.suffix else f"{f.label} {f.suffix}"
              for f in formats]
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
@@ -130,23 +145,34 @@ def format_of(path: str | os.PathLike) -> Format:
     from edgefer.model.store import is_model_dir
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    for fmt in FILE_FORMATS:
-        if suffix == fmt.suffix:
-            return fmt
+    fmt = file_format_of(path)
+    if fmt is not None:
+        return fmt
     if is_model_dir(path):
         return format_named("keras")
     raise ModelError(f"{path}: unknown model format (expected "
                      f"{', '.join(f.suffix for f in FILE_FORMATS)} or an edgefer model folder)")
 
 
+def file_format_of(path: str | os.PathLike) -> Format | None:
+    """The file format whose suffix ends ``path``'s name (the longest such suffix)."""
+    found = [fmt for fmt in FILE_FORMATS if fmt.matches(path)]
+    return max(found, key=lambda fmt: len(fmt.suffix)) if found else None
+
+
 def companion_of(path: Path) -> tuple[Format, Companion] | None:
-    """The format and companion a file is named as (``m.bin``: OpenVINO's weights)."""
+    """The format and companion a file is named as (``m.bin``: OpenVINO's weights,
+    ``m.ncnn.bin``: ncnn's): a format whose model file would be named right beside it."""
+    candidates = []
     for fmt in FILE_FORMATS:
         for companion in fmt.companions:
-            if companion.pattern.endswith(path.suffix.lower()) and path.suffix:
-                return fmt, companion
-    return None
+            model = fmt.model_beside(path, companion)
+            if model is not None and fmt.matches(model):
+                candidates.append(((model.exists(), len(fmt.suffix)), fmt, companion))
+    if not candidates:
+        return None
+    _, fmt, companion = max(candidates, key=lambda c: c[0])
+    return fmt, companion
 
 
 def model_files(path: str | os.PathLike, strict: bool = False) -> list[Path]:
@@ -157,7 +183,7 @@ def model_files(path: str | os.PathLike, strict: bool = False) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file())
     files = [path]
-    fmt = next((f for f in FILE_FORMATS if path.suffix.lower() == f.suffix), None)
+    fmt = file_format_of(path)
     for companion in fmt.companions if fmt else ():
         file = companion.path_for(path)
         if file.exists():

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from edgefer.bench.results import BenchRun, Context
 from edgefer.engines import ENGINES, EngineSpec, engine_named
 from edgefer.errors import ConfigError, ModelError, RemoteError
-from edgefer.formats import FILE_FORMATS, Format, model_files, suffixes_in_words
+from edgefer.formats import Format, file_format_of, model_files, suffixes_in_words
 from edgefer.interrupts import interrupts_raise
 
 REMOTE_PYTHON_ENV = "EDGEFER_REMOTE_PYTHON"
@@ -302,9 +302,9 @@ def parse_probe(text: str, host: str, python: str) -> Probe:
 
 def model_format(model: Path) -> Format:
     """The format of a model file sent to a device (a Keras folder is not sent)."""
-    for fmt in FILE_FORMATS:
-        if model.suffix.lower() == fmt.suffix:
-            return fmt
+    fmt = file_format_of(model)
+    if fmt is not None:
+        return fmt
     raise ConfigError(f"{model}: --on ssh:// runs {suffixes_in_words()} files")
 
 

@@ -30,19 +30,31 @@ __all__ = [
 
 
 def plan(targets: str, precisions: str) -> list[tuple[Target, Precision]]:
-    """(target, precision) pairs for comma lists where ``all`` means every supported one."""
+    """(target, precision) pairs for comma lists where ``all`` means every supported one.
+    With ``all`` targets, a precision goes to the targets that make it (int8: not ncnn)."""
     from edgefer.errors import ConfigError
 
-    target_list = list(Target) if targets == "all" else [
+    every_target = targets == "all"
+    target_list = list(Target) if every_target else [
         ExportOptions(t.strip(), "fp32").target for t in targets.split(",")]
     pairs = []
     for target in target_list:
-        wanted = SUPPORTED[target] if precisions == "all" else [
-            ExportOptions(target, p.strip()).precision for p in precisions.split(",")]
+        if precisions == "all":
+            wanted = SUPPORTED[target]
+        elif every_target:
+            wanted = [p for p in _precisions(precisions) if p in SUPPORTED[target]]
+        else:
+            wanted = [ExportOptions(target, p.value).precision for p in _precisions(precisions)]
         pairs += [(target, p) for p in wanted]
     if not pairs:
         raise ConfigError("nothing to export")
     return pairs
+
+
+def _precisions(precisions: str) -> list[Precision]:
+    from edgefer.export.options import _enum
+
+    return [_enum(Precision, p.strip(), "precision") for p in precisions.split(",")]
 
 
 def export_all(model_path, pairs, out_dir, data=None, calib=None, progress=None,

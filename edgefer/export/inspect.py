@@ -12,7 +12,7 @@ import numpy as np
 
 from edgefer.engines import require
 from edgefer.errors import ModelError
-from edgefer.formats import FILE_FORMATS, companion_of, load, suffixes_in_words
+from edgefer.formats import companion_of, file_format_of, load, suffixes_in_words
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,12 @@ class Inspection:
     metadata: dict = field(default_factory=dict)
 
 
-_INSPECTORS = {fmt.suffix: fmt.inspector for fmt in FILE_FORMATS if fmt.inspector}
+def _inspector_of(path: Path) -> str:
+    """The ``"module:function"`` inspecting ``path``'s format; "" for none."""
+    fmt = file_format_of(path)
+    return fmt.inspector if fmt else ""
+
+
 _READS = f"inspect reads one exported model file ({suffixes_in_words()})"
 
 
@@ -48,7 +53,7 @@ def _not_a_file_hint(path: Path) -> str:
     from edgefer.model.store import is_model_dir
 
     if path.is_dir():
-        models = sorted(p for p in path.iterdir() if p.suffix.lower() in _INSPECTORS)
+        models = sorted(p for p in path.iterdir() if _inspector_of(p))
         if models:
             return f" is a folder: {_READS}, e.g. {models[0]}"
         if is_model_dir(path):
@@ -59,13 +64,13 @@ def _not_a_file_hint(path: Path) -> str:
     if companion is not None:
         fmt, part = companion
         return (f" holds an {fmt.label} model's {part.what}: {_READS}; give its "
-                f"{path.with_suffix(fmt.suffix)}")
+                f"{fmt.model_beside(path, part)}")
     return f": not a model format inspect knows; {_READS}"
 
 
 def inspect_model(path: str | os.PathLike) -> Inspection:
     path = Path(path)
-    if path.is_dir() or (path.is_file() and path.suffix.lower() not in _INSPECTORS):
+    if path.is_dir() or (path.is_file() and not _inspector_of(path)):
         raise ModelError(f"{path}{_not_a_file_hint(path)}")
     if not path.is_file():
         raise ModelError(f"model not found: {path}")
@@ -74,7 +79,7 @@ def inspect_model(path: str | os.PathLike) -> Inspection:
     from edgefer.artifacts import read_info
 
     info = read_info(path)
-    reader = load(_INSPECTORS[path.suffix.lower()])
+    reader = load(_inspector_of(path))
     fmt, inputs, outputs, ops, float_ops, sparsity = reader(path)
     from edgefer.bench.measure import model_size
 
