@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgefer.edge.profiles import PROFILES, Delegate, DeviceProfile, get_profile, with_overrides
+from edgefer.edge.profiles import PROFILES, Delegate, DeviceProfile, get_profile
 from edgefer.errors import ConfigError
 
 
@@ -31,13 +31,3 @@ def test_validation():
         DeviceProfile("x", threads=0)
     with pytest.raises(ConfigError, match=r"batch"):
         DeviceProfile("x", threads=1, batch=0)
-
-
-def test_overrides():
-    rpi5 = get_profile("rpi5")
-    assert with_overrides(rpi5) is rpi5
-    changed = with_overrides(rpi5, threads=2, xnnpack=False, delegate="nnapi")
-    assert (changed.threads, changed.xnnpack, changed.delegate) == (2, False, Delegate.NNAPI)
-    assert changed.name == "rpi5"
-    with pytest.raises(ConfigError):
-        with_overrides(rpi5, threads=-1)

@@ -63,14 +63,3 @@ def get_profile(name: str) -> DeviceProfile:
         raise ConfigError(f"unknown device profile {name!r}; choose from "
                           f"{', '.join(sorted(PROFILES))}") from None
 
-
-def with_overrides(profile: DeviceProfile, threads: int | None = None,
-                   xnnpack: bool | None = None, delegate: str | None = None,
-                   batch: int | None = None) -> DeviceProfile:
-    """``profile`` with the options the user gave explicitly taking precedence."""
-    from dataclasses import replace
-
-    changes = {key: value for key, value in (("threads", threads), ("xnnpack", xnnpack),
-                                             ("delegate", delegate), ("batch", batch))
-               if value is not None}
-    return replace(profile, **changes) if changes else profile
