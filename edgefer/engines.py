@@ -78,6 +78,8 @@ ENGINES: tuple[EngineSpec, ...] = (
                "pip install edgefer onnxruntime"),
     EngineSpec("openvino", "OpenVINO", "edgefer.runtimes.openvino:OpenVINORuntime",
                "openvino", ("openvino",), ("openvino",), "pip install edgefer openvino"),
+    EngineSpec("ncnn", "ncnn", "edgefer.runtimes.ncnn:NcnnRuntime", "ncnn", ("ncnn",),
+               ("ncnn",), "pip install edgefer ncnn"),
     EngineSpec("keras", "TensorFlow", "edgefer.runtimes.keras:KerasRuntime", "train",
                ("tensorflow",), ("tensorflow", "tf-keras")),
 )

@@ -117,6 +117,16 @@ FORMATS: tuple[Format, ...] = (
         # NNCF: MINMAX, MEAN_QUANTILE, HISTOGRAM (the range of least squared error)
         calib_methods=("minmax", "percentile", "mse")),
     Format(
+        # ncnn's .param has no room for a record: a JSON sidecar holds it
+        name="ncnn", label="ncnn", suffix=".ncnn.param", engines=("ncnn",), extra="ncnn",
+        metadata="a sidecar .ncnn.json file", read_record="edgefer.export.ncnn:ncnn_record",
+        companions=(Companion("{stem}.bin", "weights", required=True),
+                    Companion("{stem}.json", "edgefer record")),
+        write="edgefer.export.ncnn:write_artifact",
+        exporter="edgefer.export.ncnn:export_ncnn",
+        inspector="edgefer.export.ncnn:inspect_ncnn",
+        precisions=("fp32", "fp16")),
+    Format(
         name="keras", label="edgefer Keras model folder", suffix="", engines=("keras",),
         extra="train", metadata="model.json's info",
         read_record="edgefer.artifacts:keras_record"),
