@@ -170,6 +170,13 @@ def file_format_of(path: str | os.PathLike) -> Format | None:
     return max(found, key=lambda fmt: len(fmt.suffix)) if found else None
 
 
+def model_stem(path: str | os.PathLike) -> str:
+    """A model file's name without its format's suffix (``m.ncnn.param`` -> ``m``)."""
+    path = Path(path)
+    fmt = file_format_of(path)
+    return path.name[:len(path.name) - len(fmt.suffix)] if fmt else path.stem
+
+
 def companion_of(path: Path) -> tuple[Format, Companion] | None:
     """The format and companion a file is named as (``m.bin``: OpenVINO's weights,
     ``m.ncnn.bin``: ncnn's): a format whose model file would be named right beside it."""

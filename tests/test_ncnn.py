@@ -250,6 +250,13 @@ def test_the_format_registry_knows_ncnn_files(exported: Path) -> None:
         model_files(exported, strict=True)
 
 
+def test_bench_names_an_ncnn_model_without_its_suffix(exported: Path) -> None:
+    from edgefer.bench.runner import default_name
+
+    assert default_name(exported) == "t-fp16"  # as t-fp16.tflite would be named
+    assert default_name(exported.with_name("t-fp16.tflite")) == "t-fp16"
+
+
 def test_inspect_reads_ncnn_without_ncnn(exported: Path) -> None:
     from edgefer.export.inspect import inspect_model
 

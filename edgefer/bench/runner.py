@@ -60,9 +60,11 @@ class ModelSpec:
 
 def default_name(path: Path) -> str:
     """A model's display name: the file's stem, or the folder (and its parent's) for Keras."""
+    from edgefer.formats import model_stem
+
     path = Path(path)
     if not path.is_dir():
-        return path.stem
+        return model_stem(path)
     parts = [p for p in path.resolve().parts if p != "model"]
     if len(parts) > 1 and parts[-1] in ("float", "prune", "qat", "pqat"):  # a run's stage
         return f"{parts[-2]}/{parts[-1]}"
