@@ -141,9 +141,6 @@ def test_two_workers_train_every_stage(synthetic_fer, tmp_path, workers):
 
 @pytest.mark.tf
 @pytest.mark.slow
-@pytest.mark.skip(reason="issue 17, in progress: on resume the workers can wait on a collective "
-                  "that only the chief makes (its checkpoint's save counter); the fix is not "
-                  "yet verified")
 def test_killed_worker_stops_the_chief_and_the_same_command_resumes(synthetic_fer, tmp_path,
                                                                      workers):
     out = tmp_path / "runs"
