@@ -311,3 +311,23 @@ def test_ncnn_missing_weights_is_a_model_error(converted) -> None:
     weights.unlink()
     with pytest.raises(ModelError, match="weights"):
         NcnnRuntime.load(param)
+
+
+def test_export_publishes_the_param_file_last(tmp_path: Path, monkeypatch) -> None:
+    """Readers take a model as complete once its main file is there: the .ncnn.param goes
+    last, after its weights and record (as OpenVINO's .xml after its .bin)."""
+    import os
+
+    from edgefer.export import pipeline
+
+    staging, out = tmp_path / "staging", tmp_path / "out"
+    staging.mkdir()
+    out.mkdir()
+    for name in ("m.ncnn.param", "m.ncnn.bin", "m.ncnn.json"):
+        (staging / name).write_text(name)
+    moved: list[str] = []
+    monkeypatch.setattr(pipeline.os, "replace",
+                        lambda src, dst: (moved.append(Path(src).name), os.rename(src, dst)))
+    pipeline._publish(staging, out)
+    assert moved[-1] == "m.ncnn.param" and sorted(moved) == sorted(
+        ["m.ncnn.param", "m.ncnn.bin", "m.ncnn.json"])

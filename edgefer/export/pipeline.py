@@ -22,7 +22,7 @@ from edgefer.errors import ConfigError, ExportError
 from edgefer.export.convert import Source, int8_from_qat
 from edgefer.export.options import ExportOptions, Precision, Target
 from edgefer.export.parity import Parity, compare
-from edgefer.formats import FILE_FORMATS, format_named, load
+from edgefer.formats import file_format_of, format_named, load
 from edgefer.outputs import output_file
 from edgefer.preprocess import ModelInfo
 from edgefer.quiet import conversion_quiet
@@ -237,8 +237,7 @@ def _write(artifact, target: Target, info: ModelInfo, path: Path) -> Path:
 
 def _publish(staging: Path, out_dir: Path) -> int:
     """Move every staged file into place; the main file last. Returns total bytes."""
-    main_suffixes = {fmt.suffix for fmt in FILE_FORMATS}
-    files = sorted(staging.iterdir(), key=lambda f: f.suffix in main_suffixes)
+    files = sorted(staging.iterdir(), key=lambda f: file_format_of(f) is not None)
     targets = [output_file(out_dir / file.name) for file in files]  # all checked first
     size = 0
     for file, target in zip(files, targets, strict=True):
