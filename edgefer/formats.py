@@ -94,7 +94,9 @@ FORMATS: tuple[Format, ...] = (
         # TFLite's converter calibrates min-max only
         calib_methods=("minmax",)),
     Format(
-        name="onnx", label="ONNX", suffix=".onnx", engines=("onnxruntime",), extra="onnx",
+        # OpenVINO reads ONNX files directly: load_runtime(path, engine="openvino")
+        name="onnx", label="ONNX", suffix=".onnx", engines=("onnxruntime", "openvino"),
+        extra="onnx",
         metadata="ONNX metadata_props, key edgefer",
         read_record="edgefer.artifacts:onnx_record",
         companions=(Companion("{name}.data", "external data"),

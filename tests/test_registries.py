@@ -129,3 +129,19 @@ def test_a_saved_model_records_its_architecture(tmp_path):
     assert read_record(folder)["architecture"] == "mobilenetv3"
     model, stage, _ = load_model(folder)
     assert stage is Stage.FLOAT and model.count_params() > 0
+
+
+def test_a_second_engine_runs_the_same_onnx_file(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    import numpy as np
+    from _bench_models import make_band_onnx
+
+    from edgefer.runtimes import RuntimeOptions, load_runtime
+
+    path = make_band_onnx(tmp_path / "band.onnx")
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    default = load_runtime(path, RuntimeOptions(threads=1))
+    openvino = load_runtime(path, RuntimeOptions(threads=1), engine="openvino")
+    assert (default.engine, openvino.engine) == ("onnxruntime", "openvino")
+    assert np.abs(default.predict_faces(faces) - openvino.predict_faces(faces)).max() < 1e-4
