@@ -308,6 +308,15 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
 
     user_input = InputSpec(input_scale, input_offset,
                            tuple(x.strip() for x in labels.split(",")) if labels else None)
+    if target == "all":
+        from edgefer.engines import engine_named
+        from edgefer.export import uninstalled_targets
+        from edgefer.formats import format_named
+
+        for missing in uninstalled_targets():
+            engine = engine_named(format_named(missing.value).default_engine)
+            click.echo(f"note: {missing.value} left out: {engine.label} is not installed "
+                       f"({engine.install_hint})", err=True)
     results = export_all(source, plan(target, precision), out_dir, data,
                          calib, progress=lambda t, p: click.echo(f"exporting {t.value} {p.value}"
                                                                    " ...", err=True),

@@ -9,6 +9,7 @@ runs are listed in ``edgefer.formats`` (``Format.engines``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from enum import Enum
 from types import ModuleType
@@ -83,6 +84,17 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("keras", "TensorFlow", "edgefer.runtimes.keras:KerasRuntime", "train",
                ("tensorflow",), ("tensorflow", "tf-keras")),
 )
+
+
+def engine_installed(name: str) -> bool:
+    """Whether one of the engine's Python modules is installed here (found, not imported)."""
+    for module in engine_named(name).modules:
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return True
+        except (ImportError, ValueError):
+            continue
+    return False
 
 
 def engine_named(name: str) -> EngineSpec:

@@ -32,6 +32,8 @@ def test_each_export_loads_and_agrees(tiny_exports, reference, target, precision
     from edgefer.artifacts import read_info
     from edgefer.runtimes import load_runtime
 
+    if (target, precision) not in tiny_exports:
+        pytest.skip(f"{target}'s engine is not installed here (export checks what it writes)")
     path = tiny_exports[(target, precision)]
     info = read_info(path)
     assert info.precision.startswith(precision) and info.source_sha256
@@ -324,6 +326,8 @@ def test_export_checks_model_data_and_calib_before_tensorflow_loads(tmp_path, ar
 
 def _input_batch(path) -> int | None:
     """The exported input's batch size; None where it is dynamic."""
+    if path.name.endswith(".ncnn.param"):
+        return 1  # ncnn's blobs have no batch axis: one image per call
     suffix = path.suffix
     if suffix == ".tflite":
         from edgefer.runtimes.litert import interpreter_module

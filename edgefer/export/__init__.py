@@ -29,13 +29,24 @@ __all__ = [
 ]
 
 
+def uninstalled_targets() -> list[Target]:
+    """The targets whose engine is not installed here: export checks each file it makes
+    by running it, so ``--target all`` leaves these out."""
+    from edgefer.engines import engine_installed
+    from edgefer.formats import format_named
+
+    return [t for t in Target if not engine_installed(format_named(t.value).default_engine)]
+
+
 def plan(targets: str, precisions: str) -> list[tuple[Target, Precision]]:
-    """(target, precision) pairs for comma lists where ``all`` means every supported one.
-    With ``all`` targets, a precision goes to the targets that make it (int8: not ncnn)."""
+    """(target, precision) pairs for comma lists where ``all`` means every supported one
+    whose engine is installed. With ``all`` targets, a precision goes to the targets that
+    make it (int8: not ncnn)."""
     from edgefer.errors import ConfigError
 
     every_target = targets == "all"
-    target_list = list(Target) if every_target else [
+    uninstalled = uninstalled_targets() if every_target else []
+    target_list = [t for t in Target if t not in uninstalled] if every_target else [
         ExportOptions(t.strip(), "fp32").target for t in targets.split(",")]
     pairs = []
     for target in target_list:
