@@ -16,7 +16,7 @@ from edgefer.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_INT8 = REPO / "models" / "edgefer-mnv3s" / "edgefer-mnv3s-int8.tflite"
-SIZE = 1_696_816  # the shipped INT8 TFLite: 1.70 MB, 1.62 MiB
+SIZE = SHIPPED_INT8.stat().st_size  # about 1.7 MB: decimal megabytes, two decimals
 
 
 # --- 12: one size format ---------------------------------------------------------------
@@ -25,15 +25,16 @@ def test_one_size_format_in_inspect_table_report_and_export(monkeypatch, tmp_pat
     from edgefer.export.inspect import inspect_model
     from edgefer.report import markdown, render_inspection, render_table, size_text
 
-    assert size_text(SIZE) == "1.70 MB"
-    assert SHIPPED_INT8.stat().st_size == SIZE
-    assert "size       1.70 MB" in render_inspection(inspect_model(SHIPPED_INT8))
+    shown = f"{SIZE / 1e6:.2f} MB"
+    assert size_text(SIZE) == shown
+    assert size_text(1_696_816) == "1.70 MB"  # not 1.62 MiB
+    assert f"size       {shown}" in render_inspection(inspect_model(SHIPPED_INT8))
     run = full_run()
     run = replace(run, results=(replace(run.results[0], size_bytes=SIZE), *run.results[1:]))
     console = Console(record=True, width=250)
     console.print(render_table(run))
-    assert "1.70 MB" in console.export_text()
-    assert "| 1.70 MB |" in markdown(run)
+    assert shown in console.export_text()
+    assert f"| {shown} |" in markdown(run)
 
     import edgefer.export
     from edgefer.export import ExportOptions, ExportResult
@@ -46,7 +47,7 @@ def test_one_size_format_in_inspect_table_report_and_export(monkeypatch, tmp_pat
     monkeypatch.setattr(edgefer.export, "export_all", fake_export_all)
     result = CliRunner().invoke(main, ["export", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "1.70 MB" in result.output
+    assert shown in result.output
 
 
 # --- 13: the README's predict example runs on an [all] install ---------------------------
