@@ -29,6 +29,8 @@ def test_shipped_config_parses_and_overrides():
     ({"model.width": 9.0}, "width must be"),
     ({"limit": 0}, "limit must be at least 1, got 0"),
     ({"limit": -5}, "limit must be at least 1, got -5"),
+    ({"epochs": 0}, "epochs = 0 needs init_from"),
+    ({"epochs": -1}, "epochs must be at least 0"),
 ])
 def test_bad_options(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -55,6 +57,26 @@ def test_init_from_starts_the_float_stage_from_a_trained_model(synthetic_fer, ti
     expected = float_twin(qat_model, config.model)
     for ours, theirs in zip(start.weights, expected.weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.tf
+def test_zero_float_epochs_takes_init_from_as_the_float_stage(synthetic_fer, tiny_model_dirs,
+                                                              tmp_path):
+    import numpy as np
+
+    from edgefer.model.store import load_model
+    from edgefer.train.run import Trainer
+
+    config = load_config(None, data=str(synthetic_fer), out=str(tmp_path), epochs=0,
+                         qat_epochs=1, prune=False, batch_size=16, val_fraction=0.2,
+                         init_from=str(tiny_model_dirs["float"]), **{"model.width": 0.25})
+    summary = Trainer(config, log=lambda *_: None).run()
+    assert summary["stages"]["float"]["epochs_run"] == 0
+    assert summary["stages"]["qat"]["epochs_run"] == 1
+    ours = load_model(tmp_path / config.name / "float" / "model")[0]
+    given = load_model(tiny_model_dirs["float"])[0]
+    for a, b in zip(ours.weights, given.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_limit_of_one_or_more_is_accepted():

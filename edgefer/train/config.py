@@ -95,8 +95,11 @@ class TrainConfig:
                 except ValueError:
                     choices = ", ".join(e.value for e in _ENUMS[f.type])
                     raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}") from None
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be at least 1")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError("epochs must be at least 0 and batch_size at least 1")
+        if self.epochs == 0 and not self.init_from:
+            raise ConfigError("epochs = 0 needs init_from: the float model that QAT and "
+                              "pruning start from")
         if not 0.0 <= self.target_sparsity < 1.0:
             raise ConfigError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
         if not 0.0 < self.val_fraction < 0.5:

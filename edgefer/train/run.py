@@ -447,9 +447,13 @@ class Trainer:
                           metrics=["accuracy"])
         started = time.perf_counter()
         throughput = Throughput(steps * self.config.batch_size)
-        history = model.fit(self._train_ds(), validation_data=self._val_ds(), epochs=epochs,
-                            callbacks=self._callbacks(stage, throughput),
-                            verbose=1 if sys.stdout.isatty() else 2)
+        epochs_run = 0  # epochs = 0: the float stage is init_from as it is
+        self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+        if epochs:
+            history = model.fit(self._train_ds(), validation_data=self._val_ds(),
+                                epochs=epochs, callbacks=self._callbacks(stage, throughput),
+                                verbose=1 if sys.stdout.isatty() else 2)
+            epochs_run = len(history.epoch)
         best = self.stage_dir(stage) / _BEST
         with self.strategy.scope():
             if best.with_suffix(".ckpt.index").is_file():  # only the chief's folder has it
@@ -462,7 +466,7 @@ class Trainer:
         save_model(model, self.stage_dir(stage) / "model", self.config.model,
                    Stage.FLOAT if stage is Stage.PRUNE else stage, self._info(stage))
         result = {"stage": stage.value, "val_accuracy": float(val_acc),
-                  "epochs_run": len(history.epoch), "seconds": time.perf_counter() - started,
+                  "epochs_run": epochs_run, "seconds": time.perf_counter() - started,
                   "images_per_s": float(np.median(throughput.rates)) if throughput.rates else 0.0}
         write_text_atomic(done, json.dumps(result, indent=1) + "\n")
         self.log(f"stage {stage.value}: validation accuracy {val_acc:.4f}")
