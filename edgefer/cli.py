@@ -513,8 +513,15 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help=MODEL_HELP)
 @_bench_options(main_job=True)
+@click.option("--emulated-pi", default=None, metavar="CPU",
+              type=click.Choice(["cortex-a72", "cortex-a76"]),
+              help="Also run the TFLite exports on an emulated arm64 Raspberry Pi "
+              "(QEMU user-mode; cortex-a72: Pi 4, cortex-a76: Pi 5) and add its rows: "
+              "accuracy and arm64-vs-x86 agreement, latency left out. Needs FER2013, "
+              "qemu-user-static and binfmt_misc; see docs/edge.md.")
 @friendly
-def benchmark(model: Path | None, model_path: Path | None, **options) -> None:
+def benchmark(model: Path | None, model_path: Path | None, emulated_pi: str | None,
+              **options) -> None:
     """The main job: export MODEL (default: the shipped model) to every target and
     precision, benchmark them all beside the Keras model, and write the report and the
     exports to a new folder runs/benchmark/DATE-TIME (--out and --exports choose others).
@@ -527,7 +534,8 @@ def benchmark(model: Path | None, model_path: Path | None, **options) -> None:
     run_dir = _new_run_dir()
     options["report_dir"] = options["report_dir"] or run_dir
     options["exports_dir"] = options["exports_dir"] or run_dir / "exports"
-    _fail_if_any_failed(_run_bench((model,) if model else (), True, **options))
+    _fail_if_any_failed(_run_bench((model,) if model else (), True, emulated_pi=emulated_pi,
+                                   **options))
 
 
 def _new_run_dir() -> Path:
@@ -576,12 +584,17 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
                min_time: float, data_path: Path | None, split: str, limit: int | None,
                reference: Path | None, json_path: Path | None, report_dir: Path | None,
                exports_dir: Path | None, baselines: tuple[Path, ...], in_process: bool,
-               wide: bool, **baseline_options):
-    """bench's options to ``edgefer.bench.benchmark``; its run printed and written."""
+               wide: bool, emulated_pi: str | None = None, **baseline_options):
+    """bench's options to ``edgefer.bench.benchmark``; its run printed and written
+    (with ``emulated_pi``, beside the emulated Pi's rows for the TFLite exports)."""
     from edgefer.bench import benchmark
     from edgefer.bench.measure import MeasureOptions
     from edgefer.bench.runner import baseline_specs
+    from edgefer.datasets import default_data_path
+    from edgefer.edge.device_bench import check_emulated_pi, with_emulated_pi
 
+    if emulated_pi:
+        check_emulated_pi(data_path or default_data_path())
     outcome = benchmark(
         models, export_all=export_all, exports_dir=exports_dir, device=device,
         threads=threads, batches=batches,
@@ -594,10 +607,15 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
             baseline_options["baseline_precision"], baseline_options["baseline_name"]),
         isolate=not in_process, outputs=((json_path, False), (report_dir, True)),
         progress=_progress, log=lambda message: click.echo(message, err=True))
-    _emit_run(outcome.run, json_path, report_dir, wide)
+    run = outcome.run
+    if emulated_pi:
+        run = with_emulated_pi(run, outcome.exported, emulated_pi,
+                               data_path or default_data_path(), limit,
+                               lambda message: click.echo(message, err=True))
+    _emit_run(run, json_path, report_dir, wide)
     if export_all:
         click.echo(f"wrote {len(outcome.exported)} exported model(s) to {exports_dir}")
-    return outcome.run
+    return run
 
 
 def _refuse_on_device(allowed: tuple[str, ...] = ()) -> None:

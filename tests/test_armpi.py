@@ -291,6 +291,47 @@ def test_on_armpi_options_checked_before_anything_runs(tmp_path, monkeypatch):
     assert keras_folder.exit_code != 0 and ".tflite and .onnx" in keras_folder.output
 
 
+def test_main_job_gets_the_emulated_pis_rows_for_its_tflite_exports(monkeypatch, tmp_path):
+    from edgefer.bench.results import BenchRun
+    from edgefer.edge import device_bench
+    from edgefer.report import markdown
+
+    asked = {}
+
+    def fake_armpi_run(models, target, bench, log):
+        asked.update(models=models, cpu=target.cpu, limit=bench.limit)
+        row = emulated_row(_result(model=models[0].stem), f"emulated-arm64:{target.cpu.value}",
+                           None)
+        return BenchRun(results=(row,), context=Context(), notes=("emulated note",))
+
+    monkeypatch.setattr(device_bench, "_armpi_run", fake_armpi_run)
+    x86 = BenchRun(results=(_result(model="m-int8"),), context=Context(), notes=("x86",))
+    exports = [tmp_path / "m-int8.tflite", tmp_path / "m-int8.onnx", tmp_path / "m-fp32.xml"]
+    run = device_bench.with_emulated_pi(x86, exports, "cortex-a76", tmp_path, 50)
+    assert asked == {"models": [exports[0]], "cpu": QemuCpu.CORTEX_A76, "limit": 50}
+    assert [r.device for r in run.results] == ["cpu", "emulated-arm64:cortex-a76"]
+    assert run.notes == ("x86", "emulated note")
+    page = markdown(run)
+    assert "| m-int8 | tflite | int8 | litert | emulated-arm64:cortex-a76 |" in page
+    with pytest.raises(device_bench.ConfigError, match="TFLite"):
+        device_bench.with_emulated_pi(x86, exports[1:], "cortex-a72", tmp_path)
+
+
+def test_main_job_checks_the_emulated_pi_before_exporting(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import edgefer.bench
+    from edgefer.cli import main
+
+    monkeypatch.setattr(edgefer.bench, "benchmark", lambda *a, **k: pytest.fail("ran"))
+    monkeypatch.setattr("edgefer.datasets.default_data_path", lambda: None)
+    result = CliRunner().invoke(main, ["benchmark", "--emulated-pi", "cortex-a72", "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code != 0 and "needs FER2013" in result.output
+    bad = CliRunner().invoke(main, ["benchmark", "--emulated-pi", "max"])
+    assert bad.exit_code == 2 and "cortex-a76" in bad.output
+
+
 def test_armpi_target_follows_the_profile():
     assert armpi.parse_armpi_target("armpi").cpu is QemuCpu.CORTEX_A72
     assert armpi.parse_armpi_target("armpi", "rpi5").cpu is QemuCpu.CORTEX_A76

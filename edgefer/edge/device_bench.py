@@ -113,6 +113,38 @@ def _armpi_run(models: Sequence[str | os.PathLike], target: ArmPiTarget, bench: 
     return run
 
 
+# the exports the emulated Pi runs beside the main job: the formats a Pi app uses
+EMULATED_FORMATS = ("tflite",)
+
+
+def check_emulated_pi(data: Path | None) -> None:
+    """What the emulated Pi's rows need, checked before the main job's long run."""
+    from edgefer.edge.armpi import check_host
+
+    if data is None:
+        raise ConfigError("the emulated Pi compares answers, not speed: it needs FER2013 "
+                          "(--data or $EDGEFER_FER2013)")
+    check_host()
+
+
+def with_emulated_pi(run: BenchRun, models: Sequence[str | os.PathLike], cpu: str,
+                     data: Path | None, limit: int | None = None,
+                     log: Callable[[str], None] | None = None) -> BenchRun:
+    """``run`` with rows for the TFLite files of ``models`` run on the emulated Pi
+    (``cpu``: cortex-a72 or cortex-a76): accuracy, agreement and arm64-vs-x86 parity;
+    latency left out. The rows and their note are appended to ``run``'s own."""
+    from edgefer.formats import file_format_of
+
+    chosen = [Path(m) for m in models
+              if getattr(file_format_of(Path(m)), "name", None) in EMULATED_FORMATS]
+    if not chosen:
+        raise ConfigError("the emulated Pi runs TFLite files, and there are none to run")
+    target = parse_armpi_target(f"armpi:{cpu}")
+    emulated = _armpi_run(chosen, target, DeviceBench(data=data, limit=limit), log)
+    return replace(run, results=(*run.results, *emulated.results),
+                   notes=(*run.notes, *emulated.notes))
+
+
 def _adb_run(models: Sequence[str | os.PathLike], target: AdbTarget, profile: DeviceProfile,
              bench: DeviceBench, log: Callable[[str], None] | None) -> BenchRun:
     from edgefer.bench.runner import parse_list
