@@ -229,7 +229,7 @@ def train(config_path: Path | None, data_path: str | None, workers: str | None,
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help=MODEL_HELP)
 @click.option("--target", default="tflite", show_default=True,
-              help="tflite, onnx, openvino, ncnn, a comma list, or all.")
+              help="tflite, onnx, openvino, ncnn, mnn, a comma list, or all.")
 @click.option("--precision", default="int8", show_default=True,
               help="fp32, fp16, dynamic (TFLite), int8, a comma list, or all.")
 @click.option("--int8-source", type=click.Choice(["auto", "qat", "calibrate"]), default="auto",
@@ -348,7 +348,7 @@ def export(model: Path | None, model_path: Path | None, target: str, precision: 
 @friendly
 def inspect_command(model: Path | None, model_path: Path | None, as_json: bool) -> None:
     """Format, precision, tensors and quantization, ops, float ops left, sparsity and size
-    of MODEL, an exported .tflite, .onnx, OpenVINO .xml or .ncnn.param file."""
+    of MODEL, an exported .tflite, .onnx, OpenVINO .xml, .ncnn.param or .mnn file."""
     from dataclasses import asdict
 
     from edgefer.export.inspect import inspect_model
@@ -463,7 +463,7 @@ def _bench_options(main_job: bool):
 def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: str,
           on_target: str | None, profile: str | None, budget: str | None,
           remote_python: str | None, benchmark_model: Path | None, **options) -> None:
-    """Benchmark MODELS (.tflite, .onnx, OpenVINO .xml, .ncnn.param, edgefer Keras folders).
+    """Benchmark MODELS (.tflite, .onnx, OpenVINO .xml, .ncnn.param, .mnn, edgefer Keras folders).
 
     Latency per image (p50/p90/p99 of the engine's run call, as the engines' own tools
     time it; the Python round trip beside it; load and first call apart), throughput at
@@ -705,7 +705,7 @@ class _progress:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="Model file (.tflite, .onnx, .xml, .ncnn.param or edgefer model folder; "
+              help="Model file (.tflite, .onnx, .xml, .ncnn.param, .mnn or edgefer model folder; "
                    "default: models/edgefer-mnv3s/edgefer-mnv3s-int8.tflite).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for annotated images and videos, per-frame CSVs and timelines.")

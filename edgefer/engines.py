@@ -81,6 +81,8 @@ ENGINES: tuple[EngineSpec, ...] = (
                "openvino", ("openvino",), ("openvino",), "pip install edgefer openvino"),
     EngineSpec("ncnn", "ncnn", "edgefer.runtimes.ncnn:NcnnRuntime", "ncnn", ("ncnn",),
                ("ncnn",), "pip install edgefer ncnn"),
+    EngineSpec("mnn", "MNN", "edgefer.runtimes.mnn:MnnRuntime", "mnn", ("MNN",), ("MNN",),
+               "pip install edgefer MNN"),
     EngineSpec("keras", "TensorFlow", "edgefer.runtimes.keras:KerasRuntime", "train",
                ("tensorflow",), ("tensorflow", "tf-keras")),
 )

@@ -129,6 +129,14 @@ FORMATS: tuple[Format, ...] = (
         inspector="edgefer.export.ncnn:inspect_ncnn",
         precisions=("fp32", "fp16")),
     Format(
+        # MNN's converter has no INT8 of ONNX's QDQ models (docs/mnn.md)
+        name="mnn", label="MNN", suffix=".mnn", engines=("mnn",), extra="mnn",
+        metadata="the MNN model's bizCode string", read_record="edgefer.export.mnn:mnn_record",
+        write="edgefer.export.mnn:write_artifact",
+        exporter="edgefer.export.mnn:export_mnn",
+        inspector="edgefer.export.mnn:inspect_mnn",
+        precisions=("fp32", "fp16")),
+    Format(
         name="keras", label="edgefer Keras model folder", suffix="", engines=("keras",),
         extra="train", metadata="model.json's info",
         read_record="edgefer.artifacts:keras_record"),

@@ -329,6 +329,10 @@ def _input_batch(path) -> int | None:
     if path.name.endswith(".ncnn.param"):
         return 1  # ncnn's blobs have no batch axis: one image per call
     suffix = path.suffix
+    if suffix == ".mnn":
+        from edgefer.export.inspect import inspect_model
+
+        return inspect_model(path).inputs[0].shape[0]
     if suffix == ".tflite":
         from edgefer.runtimes.litert import interpreter_module
 

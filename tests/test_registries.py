@@ -41,7 +41,7 @@ def test_format_of_files_and_folders(tmp_path):
     assert format_of("m.TFLITE").name == "tflite"
     assert format_of("m.xml").default_engine == "openvino"
     with pytest.raises(ModelError, match=r"unknown model format \(expected .tflite, .onnx, "
-                                         r".xml, .ncnn.param or an edgefer model folder\)"):
+                                         r".xml, .ncnn.param, .mnn or an edgefer model folder\)"):
         format_of(tmp_path / "m.pt")
 
 

@@ -326,8 +326,8 @@ def test_inspect_gives_one_hint_for_a_weights_file_and_any_folder(tmp_path):
         except ModelError as exc:
             messages.append(str(exc))
     assert len(messages) == 4
-    assert all("inspect reads one exported model file (.tflite, .onnx, OpenVINO .xml or "
-               ".ncnn.param)" in m
+    assert all("inspect reads one exported model file (.tflite, .onnx, OpenVINO .xml, "
+               ".ncnn.param or .mnn)" in m
                for m in messages), messages
     assert "model folder" not in " ".join(messages[:3])
     assert str(exports / "m-int8.xml") in messages[0] and str(exports / "m-int8.xml") in \

@@ -41,7 +41,7 @@ def uninstalled_targets() -> list[Target]:
 def plan(targets: str, precisions: str) -> list[tuple[Target, Precision]]:
     """(target, precision) pairs for comma lists where ``all`` means every supported one
     whose engine is installed. With ``all`` targets, a precision goes to the targets that
-    make it (int8: not ncnn)."""
+    make it (int8: not ncnn or mnn)."""
     from edgefer.errors import ConfigError
 
     every_target = targets == "all"

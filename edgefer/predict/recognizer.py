@@ -120,7 +120,7 @@ class Recognizer:
     def from_file(cls, model: str | os.PathLike, threads: int | None = 1,
                   options: RecognizerOptions = RecognizerOptions(),
                   detector: FaceDetector | None = None) -> Recognizer:
-        """Load any model edgefer runs (.tflite, .onnx, .xml, .ncnn.param, Keras folder);
+        """Load any model edgefer runs (.tflite, .onnx, .xml, .ncnn.param, .mnn, Keras folder);
         ``threads`` is the model's thread count (None: the engine's default). A model that
         does not match its metadata (input size, channels, outputs) is a ModelError here."""
         runtime = load_runtime(model, RuntimeOptions(threads=threads))
