@@ -66,6 +66,13 @@ def test_cache_key_follows_suite_and_pyproject(tmp_path):
     assert key(base) == key(replace(base, cpu=QemuCpu.CORTEX_A76))  # one rootfs, two CPUs
     assert key(base) != key(replace(base, source=b))
     assert key(base) != key(replace(base, suite="trixie"))
+    # settings the rootfs does not install from cost no rebuild
+    c = _checkout(tmp_path / "c", "[project]\nname='x'\n[project.optional-dependencies]\n"
+                  "mnn=['MNN']\n[tool.pytest.ini_options]\naddopts='-q'\n")
+    assert key(base) == key(replace(base, source=c))
+    d = _checkout(tmp_path / "d", "[project]\nname='x'\n[project.optional-dependencies]\n"
+                  "tflite=['ai-edge-litert']\n")
+    assert key(base) != key(replace(base, source=d))
 
 
 def _binfmt(root: Path, entry: str | None) -> Path:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -220,12 +221,35 @@ def check_host(*, build: bool = False) -> dict[str, str]:
 # --- the cache ----------------------------------------------------------------------------
 
 def cache_key(options: ArmPiOptions) -> str:
-    """What the rootfs depends on: suite, recipe, packages and the project's dependencies."""
+    """What the rootfs depends on: suite, recipe, packages and what the project installs
+    there (not the rest of pyproject.toml: a test setting must not cost a rebuild)."""
     digest = hashlib.sha256()
-    for part in (options.suite, str(RECIPE_VERSION), " ".join(PACKAGES)):
+    for part in (options.suite, str(RECIPE_VERSION), " ".join(PACKAGES),
+                 json.dumps(install_inputs(Path(options.source) / "pyproject.toml"),
+                            sort_keys=True)):
         digest.update(part.encode() + b"\0")
-    digest.update((Path(options.source) / "pyproject.toml").read_bytes())
     return digest.hexdigest()[:16]
+
+
+def install_inputs(pyproject: Path) -> dict:
+    """The parts of pyproject.toml that ``pip install -e '.[tflite]'`` and ONNX Runtime's
+    pin read in the rootfs."""
+    data = _toml(pyproject)
+    project = data.get("project", {})
+    extras = project.get("optional-dependencies", {})
+    return {"build-system": data.get("build-system", {}),
+            "requires-python": project.get("requires-python", ""),
+            "dependencies": project.get("dependencies", []),
+            "tflite": extras.get("tflite", []), "onnx": extras.get("onnx", []),
+            "scripts": project.get("scripts", {})}
+
+
+def _toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(path.read_text())
 
 
 def _sha256(path: Path) -> str:
@@ -238,11 +262,7 @@ def _sha256(path: Path) -> str:
 
 def onnxruntime_requirement(pyproject: Path) -> str:
     """The project's own ONNX Runtime pin (its ``onnx`` extra), for the rootfs."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    extras = _toml(pyproject).get("project", {}).get("optional-dependencies", {})
     for requirement in extras.get("onnx", []):
         if re.match(r"onnxruntime\b", requirement):
             return requirement
