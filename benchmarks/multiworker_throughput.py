@@ -76,8 +76,10 @@ def run(workers: int, data: Path, out: Path, args: argparse.Namespace) -> dict:
                "--prune-epochs", "0", "--batch-size", str(args.batch),
                "--width", str(args.width), "--workers", addresses]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out.mkdir(parents=True, exist_ok=True)
+    logs = [out / f"w{workers}-worker{i}.log" for i in range(workers)]
     procs = [subprocess.Popen([*command, "--worker-index", str(i)], env=env, cwd=out,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                              stdout=logs[i].open("w"), stderr=subprocess.STDOUT)
              for i in range(workers)]
     log = out / f"w{workers}" / "float" / "log.csv"
     marks: list[tuple[float, float]] = []  # (wall, CPU seconds) at each epoch's end
@@ -89,7 +91,9 @@ def run(workers: int, data: Path, out: Path, args: argparse.Namespace) -> dict:
         time.sleep(0.1)
     codes = [p.returncode for p in procs]
     if codes != [0] * workers:
-        raise SystemExit(f"{workers} worker(s): exit codes {codes}")
+        tails = "\n".join(f"--- {f.name}\n" + "\n".join(f.read_text().splitlines()[-10:])
+                          for f in logs)
+        raise SystemExit(f"{workers} worker(s): exit codes {codes}\n{tails}")
     with log.open() as handle:
         logged = [float(row["images_per_s"]) for row in csv.DictReader(handle)]
     steady = list(itertools.pairwise(marks))  # epochs 2.. (the first one traces the model)
