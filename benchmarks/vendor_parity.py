@@ -138,12 +138,26 @@ def run(command: list[str], cwd: Path | None = None) -> str:
     return done.stdout + done.stderr
 
 
-def vendor(target: str, model: Path, args) -> dict[str, float]:
+def vendor(target: str, model: Path, args, tries: int = 3) -> dict[str, float]:
+    """The tool's statistics; a run whose summary cannot be read (seen once in ten rounds
+    of benchmark_app) is run again, and the last output is shown if none can be read."""
     if target == "tflite":
-        return parse_litert(run(litert_command(model, args.threads, args.runs, args.warmup)))
-    shape = None if static_ir(model) else "[1,48,48,1]"  # a dynamic IR needs its shape given
-    return parse_benchmark_app(run(benchmark_app_command(model, args.threads, args.runs,
-                                                         shape)))
+        command, parse = litert_command(model, args.threads, args.runs, args.warmup), \
+            parse_litert
+    else:
+        shape = None if static_ir(model) else "[1,48,48,1]"  # a dynamic IR needs its shape
+        command, parse = benchmark_app_command(model, args.threads, args.runs, shape), \
+            parse_benchmark_app
+    for attempt in range(tries):
+        text = run(command)
+        try:
+            return parse(text)
+        except ValueError as exc:
+            if attempt == tries - 1:
+                tail = "\n".join(text.strip().splitlines()[-15:])
+                raise SystemExit(f"{Path(command[0]).name}: {exc}:\n{tail}") from None
+            print(f"{Path(command[0]).name}: {exc}; running it again", flush=True)
+    raise AssertionError("unreachable")
 
 
 def static_ir(model: Path) -> bool:
