@@ -57,10 +57,15 @@ class EngineSpec:
     modules: tuple[str, ...]
     packages: tuple[str, ...]  # the distributions whose versions a benchmark records
     device_install: str = ""  # how to install it on a device without the extra's build
+    # "module:Class" of the frozen dataclass of its own options (RuntimeOptions.engine_options);
+    # "" for an engine with none beyond the shared device, threads and xnnpack
+    options: str = ""
 
     def runtime_class(self):
-        module, _, name = self.runtime.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _load(self.runtime)
+
+    def options_class(self) -> type | None:
+        return _load(self.options) if self.options else None
 
     @property
     def install_hint(self) -> str:
@@ -76,9 +81,11 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("onnxruntime", "ONNX Runtime", "edgefer.runtimes.onnxrt:OnnxRuntime", "onnx",
                ("onnxruntime",), ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
                                   "onnxruntime-directml", "onnxruntime-qnn"),
-               "pip install edgefer onnxruntime"),
+               "pip install edgefer onnxruntime",
+               options="edgefer.runtimes.onnxrt:OnnxRuntimeOptions"),
     EngineSpec("openvino", "OpenVINO", "edgefer.runtimes.openvino:OpenVINORuntime",
-               "openvino", ("openvino",), ("openvino",), "pip install edgefer openvino"),
+               "openvino", ("openvino",), ("openvino",), "pip install edgefer openvino",
+               options="edgefer.runtimes.openvino:OpenVINOOptions"),
     EngineSpec("ncnn", "ncnn", "edgefer.runtimes.ncnn:NcnnRuntime", "ncnn", ("ncnn",),
                ("ncnn",), "pip install edgefer ncnn"),
     EngineSpec("mnn", "MNN", "edgefer.runtimes.mnn:MnnRuntime", "mnn", ("MNN",), ("MNN",),
@@ -86,6 +93,25 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("keras", "TensorFlow", "edgefer.runtimes.keras:KerasRuntime", "train",
                ("tensorflow",), ("tensorflow", "tf-keras")),
 )
+
+
+def _load(reference: str):
+    """The class a ``"module:Class"`` name string refers to, imported now."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def engine_with_options(options: object) -> EngineSpec:
+    """The engine whose options class ``options`` is an instance of (found by the class's
+    name, importing nothing); ConfigError for anything else."""
+    kind = type(options)
+    name = f"{kind.__module__}:{kind.__qualname__}"
+    for spec in ENGINES:
+        if spec.options and spec.options == name:
+            return spec
+    with_options = ", ".join(spec.options.partition(":")[2] for spec in ENGINES if spec.options)
+    raise ConfigError(f"{kind.__name__} is no engine's options (engines' options: "
+                      f"{with_options})")
 
 
 def engine_installed(name: str) -> bool:

@@ -11,21 +11,24 @@ from typing import ClassVar
 
 import numpy as np
 
-from edgefer.engines import Device
+from edgefer.engines import Device, engine_named, engine_with_options
 from edgefer.errors import ConfigError, ModelError
 from edgefer.preprocess import ModelInfo
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run a model; each engine reads the fields that apply to it."""
+    """How to run a model: what every engine reads, and each engine's own options.
+
+    ``engine_options``: instances of the engines' options classes (``EngineSpec.options``,
+    e.g. ``OnnxRuntimeOptions(optimization="basic")``, ``OpenVINOOptions(hint="throughput")``),
+    at most one per engine; an engine given none runs with its options' defaults.
+    """
 
     device: Device = Device.CPU
     threads: int | None = None  # None: the engine's default
     xnnpack: bool = True  # LiteRT: XNNPACK delegate; ONNX Runtime: XNNPACK EP where built in
-    ort_optimization: str = "all"  # ONNX Runtime graph optimisation: disable|basic|extended|all
-    ov_hint: str = "latency"  # OpenVINO performance hint: latency|throughput
-    ov_streams: int | None = None
+    engine_options: tuple[object, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", Device(self.device))
@@ -34,10 +37,21 @@ class RuntimeOptions:
                               "(all is for bench)")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
-        if self.ort_optimization not in ("disable", "basic", "extended", "all"):
-            raise ConfigError(f"unknown ONNX Runtime optimisation level {self.ort_optimization!r}")
-        if self.ov_hint not in ("latency", "throughput"):
-            raise ConfigError(f"OpenVINO hint must be latency or throughput, got {self.ov_hint!r}")
+        given = self.engine_options
+        given = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+        object.__setattr__(self, "engine_options", given)
+        engines = [engine_with_options(item).name for item in given]
+        twice = sorted({name for name in engines if engines.count(name) > 1})
+        if twice:
+            raise ConfigError(f"give each engine's options once ({', '.join(twice)} twice)")
+
+    def for_engine(self, engine: str):
+        """Engine ``engine``'s options: the ones given, else its defaults (None: it has no
+        options class)."""
+        kind = engine_named(engine).options_class()
+        if kind is None:
+            return None
+        return next((item for item in self.engine_options if isinstance(item, kind)), kind())
 
 
 class Runtime(ABC):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgefer.engines import Device, require
-from edgefer.errors import DeviceUnavailableError, ModelError
+from edgefer.errors import ConfigError, DeviceUnavailableError, ModelError
 from edgefer.preprocess import ModelInfo
 from edgefer.runtimes.base import Runtime, RuntimeOptions, resolve_info, run_in_chunks
 
@@ -23,6 +24,17 @@ _INSTALL_HINT = {
     Device.GPU: "install onnxruntime-gpu for CUDA/TensorRT",
     Device.NPU: "install an onnxruntime build with QNN, OpenVINO or Vitis AI",
 }
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    """ONNX Runtime's own options (``RuntimeOptions.engine_options``)."""
+
+    optimization: str = "all"  # graph optimisation: disable | basic | extended | all
+
+    def __post_init__(self) -> None:
+        if self.optimization not in ("disable", "basic", "extended", "all"):
+            raise ConfigError(f"unknown ONNX Runtime optimisation level {self.optimization!r}")
 
 
 def ort():
@@ -61,12 +73,13 @@ class OnnxRuntime(Runtime):
              info: ModelInfo | None = None) -> OnnxRuntime:
         path = Path(path)
         rt = ort()
+        own = options.for_engine(cls.engine)
         so = rt.SessionOptions()
         so.graph_optimization_level = {
             "disable": rt.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": rt.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": rt.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": rt.GraphOptimizationLevel.ORT_ENABLE_ALL}[options.ort_optimization]
+            "all": rt.GraphOptimizationLevel.ORT_ENABLE_ALL}[own.optimization]
         if options.threads:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgefer.engines import Device, require
-from edgefer.errors import DeviceUnavailableError, ModelError
+from edgefer.errors import ConfigError, DeviceUnavailableError, ModelError
 from edgefer.preprocess import ModelInfo
 from edgefer.runtimes.base import Runtime, RuntimeOptions, resolve_info, run_in_chunks
+
+
+@dataclass(frozen=True)
+class OpenVINOOptions:
+    """OpenVINO's own options (``RuntimeOptions.engine_options``)."""
+
+    hint: str = "latency"  # performance hint: latency | throughput
+    streams: int | None = None  # NUM_STREAMS; None: what the hint picks
+
+    def __post_init__(self) -> None:
+        if self.hint not in ("latency", "throughput"):
+            raise ConfigError(f"OpenVINO hint must be latency or throughput, got {self.hint!r}")
+        if self.streams is not None and self.streams < 1:
+            raise ConfigError(f"OpenVINO streams must be at least 1, got {self.streams}")
 
 
 def openvino():
@@ -62,12 +77,13 @@ class OpenVINORuntime(Runtime):
     def _config(self) -> dict:
         import openvino.properties.hint as hints
 
+        own = self.options.for_engine(self.engine)
         config = {hints.performance_mode: hints.PerformanceMode.LATENCY
-                  if self.options.ov_hint == "latency" else hints.PerformanceMode.THROUGHPUT}
+                  if own.hint == "latency" else hints.PerformanceMode.THROUGHPUT}
         if self.options.threads and self._device in ("CPU", "AUTO"):
             config["INFERENCE_NUM_THREADS"] = self.options.threads
-        if self.options.ov_streams:
-            config["NUM_STREAMS"] = self.options.ov_streams
+        if own.streams:
+            config["NUM_STREAMS"] = own.streams
         return config
 
     def _compile(self, batch: int):
