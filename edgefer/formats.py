@@ -54,6 +54,7 @@ class Format:
     inspector: str = ""  # "module:function" (Path) -> what ``edgefer inspect`` shows
     precisions: tuple[str, ...] = ()  # what export makes; () for a format it cannot write
     calib_methods: tuple[str, ...] = ()  # the INT8 calibration methods of its converter
+    int8_unsupported: str = ""  # why export makes no int8 of it (one line), for the error
 
     @property
     def exportable(self) -> bool:
@@ -127,7 +128,9 @@ FORMATS: tuple[Format, ...] = (
         write="edgefer.export.ncnn:write_artifact",
         exporter="edgefer.export.ncnn:export_ncnn",
         inspector="edgefer.export.ncnn:inspect_ncnn",
-        precisions=("fp32", "fp16")),
+        precisions=("fp32", "fp16"),
+        int8_unsupported="ncnn's pip wheel has no ncnn2table/ncnn2int8 (its INT8 tools come "
+        "with a source build, see docs/ncnn.md)"),
     Format(
         # MNN's converter has no INT8 of ONNX's QDQ models (docs/mnn.md)
         name="mnn", label="MNN", suffix=".mnn", engines=("mnn",), extra="mnn",
@@ -135,7 +138,9 @@ FORMATS: tuple[Format, ...] = (
         write="edgefer.export.mnn:write_artifact",
         exporter="edgefer.export.mnn:export_mnn",
         inspector="edgefer.export.mnn:inspect_mnn",
-        precisions=("fp32", "fp16")),
+        precisions=("fp32", "fp16"),
+        int8_unsupported="MNN's converter does not support the QDQ ONNX model's Conv, and "
+        "its mnnquant gave 11% agreement on this model (see docs/mnn.md)"),
     Format(
         name="keras", label="edgefer Keras model folder", suffix="", engines=("keras",),
         extra="train", metadata="model.json's info",

@@ -79,6 +79,24 @@ def test_unknown_target_and_precision():
         ExportOptions("onnx", "dynamic")
 
 
+@pytest.mark.parametrize("target, reason", [
+    ("ncnn", "ncnn's pip wheel has no ncnn2table/ncnn2int8"),
+    ("mnn", "does not support the QDQ ONNX model's Conv"),
+])
+def test_int8_not_supported_says_why_in_one_line(tmp_path, target, reason):
+    from edgefer.cli import main
+    from edgefer.formats import format_named
+
+    assert reason in format_named(target).int8_unsupported
+    result = CliRunner().invoke(main, ["export", "--target", target, "--precision", "int8",
+                                       "--model", str(tmp_path)])
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert f"{target} cannot export int8, not supported: " in line and reason in line
+    assert line.endswith("it can do fp32, fp16")
+
+
 def test_cli_errors_are_clean(tmp_path):
     from edgefer.cli import main
 

@@ -119,7 +119,10 @@ class ExportOptions:
                            _enum(CalibMethod, self.calib_method, "calibration method"))
         if precision not in SUPPORTED[target]:
             can = ", ".join(p.value for p in SUPPORTED[target])
-            raise ConfigError(f"{target.value} cannot export {precision.value}; it can do {can}")
+            why = format_named(target.value).int8_unsupported
+            why = f", not supported: {why}" if precision is Precision.INT8 and why else ""
+            raise ConfigError(f"{target.value} cannot export {precision.value}{why}; "
+                              f"it can do {can}")
         method = self.calib_method
         if precision is Precision.INT8 and method not in CALIB_METHODS[target]:
             has = [t.value for t, methods in CALIB_METHODS.items() if method in methods]
