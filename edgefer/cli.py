@@ -440,6 +440,9 @@ def _bench_options(main_job: bool):
 @click.option("--export", "export_mode", type=click.Choice(["none", "all"]), default="none",
               show_default=True, help="all: first export MODEL (default: the shipped model) "
               "to every target and precision, then benchmark them all.")
+@click.option("--engine", default=None, metavar="ENGINE",
+              help="Run MODELS with this engine, one their format lists (.onnx: onnxruntime "
+              "or openvino; default: the format's first).")
 @_bench_options(main_job=False)
 @click.option("--on", "on_target", default=None, metavar="TARGET",
               help="Measure on a device: ssh://user@host[:port] (edgefer[tflite] installed "
@@ -461,7 +464,7 @@ def _bench_options(main_job: bool):
               "$EDGEFER_BENCHMARK_MODEL or PATH).")
 @friendly
 def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: str,
-          on_target: str | None, profile: str | None, budget: str | None,
+          engine: str | None, on_target: str | None, profile: str | None, budget: str | None,
           remote_python: str | None, benchmark_model: Path | None, **options) -> None:
     """Benchmark MODELS (.tflite, .onnx, OpenVINO .xml, .ncnn.param, .mnn, edgefer Keras folders).
 
@@ -501,7 +504,7 @@ def bench(models: tuple[Path, ...], model_paths: tuple[Path, ...], export_mode: 
             options["batches"] = options["batches"] if batch_given else str(chosen.batch)
         if export_mode == "all" and options["exports_dir"] is None:
             options["exports_dir"] = _new_run_dir() / "exports"
-        run = _run_bench(models, export_mode == "all", **options)
+        run = _run_bench(models, export_mode == "all", engine=engine, **options)
     if limits is not None:
         enforce(limits, run.results)
         click.echo(f"budget {limits} met by every result")
@@ -584,7 +587,8 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
                min_time: float, data_path: Path | None, split: str, limit: int | None,
                reference: Path | None, json_path: Path | None, report_dir: Path | None,
                exports_dir: Path | None, baselines: tuple[Path, ...], in_process: bool,
-               wide: bool, emulated_pi: str | None = None, **baseline_options):
+               wide: bool, emulated_pi: str | None = None, engine: str | None = None,
+               **baseline_options):
     """bench's options to ``edgefer.bench.benchmark``; its run printed and written
     (with ``emulated_pi``, beside the emulated Pi's rows for the TFLite exports)."""
     from edgefer.bench import benchmark
@@ -597,7 +601,7 @@ def _run_bench(models: tuple[Path, ...], export_all: bool, *, device: str,
         check_emulated_pi(data_path or default_data_path())
     outcome = benchmark(
         models, export_all=export_all, exports_dir=exports_dir, device=device,
-        threads=threads, batches=batches,
+        engine=engine, threads=threads, batches=batches,
         measure=MeasureOptions(warmup=warmup, min_runs=min_runs, min_time_s=min_time),
         data=data_path, split=split, limit=limit, reference=reference,
         baselines=baseline_specs(
@@ -624,7 +628,8 @@ def _refuse_on_device(allowed: tuple[str, ...] = ()) -> None:
     from edgefer.errors import ConfigError
 
     ctx = click.get_current_context()
-    local_only = ("export_mode", "data_path", "split", "limit", "reference", "exports_dir")
+    local_only = ("export_mode", "data_path", "split", "limit", "reference", "exports_dir",
+                  "engine")
     given = [p.opts[0] for p in ctx.command.params if p.name not in allowed
              if p.name in local_only or (p.name or "").startswith("baseline")
              if ctx.get_parameter_source(p.name) in (click.core.ParameterSource.COMMANDLINE,
@@ -718,6 +723,9 @@ class _progress:
               help="Video: full face detection every N frames, tracking in between.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads for the model and OpenCV.")
+@click.option("--engine", default=None, metavar="ENGINE",
+              help="Run the model with this engine, one its format lists (.onnx: onnxruntime "
+              "or openvino; default: the format's first).")
 @click.option("--detector-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A YuNet .onnx for cv2.FaceDetectorYN instead of Haar.")
 @click.option("--min-face", type=click.IntRange(min=8), default=None,
@@ -730,7 +738,7 @@ class _progress:
 @friendly
 def predict(inputs: tuple[str, ...], model_path: Path | None, out: Path | None,
             as_json: bool, detect: bool | None, every: int, threads: int,
-            detector_model: Path | None, min_face: int | None, margin: float,
+            engine: str | None, detector_model: Path | None, min_face: int | None, margin: float,
             max_frames: int | None) -> None:
     """Find faces in INPUTS and name their expressions.
 
@@ -752,7 +760,8 @@ def predict(inputs: tuple[str, ...], model_path: Path | None, out: Path | None,
         DetectMode.ALWAYS if detect else DetectMode.NEVER)
     options = RecognizerOptions(detect=mode, min_face=min_face, margin=margin,
                                 detector_model=detector_model)
-    recognizer = Recognizer.from_file(model_path or shipped_int8(), threads, options)
+    recognizer = Recognizer.from_file(model_path or shipped_int8(), threads, options,
+                                      engine=engine)
     predict_all(recognizer, inputs, out=out, as_json=as_json, every=every,
                 max_frames=max_frames, echo=click.echo,
                 warn=lambda message: click.echo(message, err=True))

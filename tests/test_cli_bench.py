@@ -261,3 +261,44 @@ def test_benchmark_is_a_library_call_without_click(files, tmp_path):
     assert steps and all("band" in s or "theirs" in s for s in steps)
     with pytest.raises(OutputError, match="inputs"):
         benchmark([files["model"]], outputs=[(files["model"], False)])
+
+
+def test_engine_runs_the_onnx_file_with_openvino(files, tmp_path):
+    pytest.importorskip("openvino")
+    out = tmp_path / "run.json"
+    result = invoke("bench", files["model"], "--engine", "openvino", "--data", files["data"],
+                    "--json", out, *QUICK)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["engine"], r["status"]) for r in rows] == [("openvino", "ok")] * 2
+    assert all(r["ran_on"].startswith("OpenVINO") for r in rows)
+    assert all(r["accuracy"]["top1"] == 1.0 for r in rows)
+
+
+def test_engine_in_a_fresh_process_too(files, tmp_path):
+    pytest.importorskip("openvino")
+    from edgefer.bench import benchmark
+
+    outcome = benchmark([files["model"]], engine="openvino", data=None, threads=(1,),
+                        batches=(1,), measure=MeasureOptions(warmup=0, min_runs=1, min_time_s=0))
+    assert [(r.engine, r.status) for r in outcome.run.results] == [("openvino", Status.OK)]
+
+
+@pytest.mark.parametrize("engine, told", [
+    ("litert", "band.onnx: LiteRT does not run ONNX models; the engines that do: "
+               "onnxruntime, openvino"),
+    ("tvm", "unknown engine 'tvm'; choose from litert, onnxruntime"),
+])
+def test_an_engine_that_cannot_run_the_file_is_one_line(files, engine, told):
+    result = invoke("bench", files["model"], "--engine", engine, *QUICK)
+    assert result.exit_code == 1
+    assert told in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_engine_needs_model_files_and_no_device(files):
+    result = invoke("bench", "--export", "all", "--engine", "openvino", *QUICK)
+    assert result.exit_code == 1 and "--engine chooses the engine of the MODEL" in result.output
+    result = invoke("bench", files["model"], "--engine", "openvino", "--on", "ssh://pi@host")
+    assert result.exit_code == 1 and "--engine" in result.output
+    assert "not supported with --on" in result.output

@@ -32,7 +32,7 @@ def _no_progress(_total: int) -> Iterator[Callable[[str], None]]:
 
 def benchmark(models: Sequence[str | os.PathLike] = (), *, export_all: bool = False,
               exports_dir: str | os.PathLike | None = None, device: str = "cpu",
-              threads: str | Sequence[int] | None = None,
+              engine: str | None = None, threads: str | Sequence[int] | None = None,
               batches: str | Sequence[int] = (1, 32),
               measure: MeasureOptions | None = None,
               data: str | os.PathLike | None = None, split: str = "test",
@@ -46,8 +46,10 @@ def benchmark(models: Sequence[str | os.PathLike] = (), *, export_all: bool = Fa
     (default: the shipped model) into ``exports_dir`` and benchmark the exports beside it.
 
     ``data``: FER2013 for accuracy (default: where edgefer finds it; none: latency and
-    size only). ``threads`` default: 1 and every core. ``reference``: the model agreement
-    is measured against (default: the Keras model, else the first fp32 one).
+    size only). ``engine``: the engine that runs ``models`` (one their formats list;
+    default: each format's own). ``threads`` default: 1 and every core. ``reference``:
+    the model agreement is measured against (default: the Keras model, else the first
+    fp32 one).
     ``outputs``: (path, is a folder) the caller will write, checked before any work
     so that a typo fails at once and no output replaces an input. ``progress`` makes
     a progress bar of N steps; ``log`` is told what the run replaced.
@@ -59,7 +61,10 @@ def benchmark(models: Sequence[str | os.PathLike] = (), *, export_all: bool = Fa
     data = Path(data) if data is not None else default_data_path()
     if data is not None and not data.exists():
         raise DataError(f"FER2013 not found at {data}")
-    specs = [ModelSpec(p) for p in runner.existing(models)]
+    if engine is not None and (export_all or not models):
+        raise ConfigError("--engine chooses the engine of the MODEL files given; give them "
+                          "(it does not go with --export all)")
+    specs = [ModelSpec(p, chosen_engine=engine) for p in runner.existing(models)]
     runner.existing([reference] if reference else [])
     inputs = [*models, reference, *(b.path for b in baselines), data]
     check_outputs(inputs, [*outputs, (exports_dir if export_all else None, True)])

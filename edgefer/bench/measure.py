@@ -125,6 +125,7 @@ class MeasureJob:
     eval_file: str | None = None  # .npy of uint8 faces to predict (accuracy)
     eval_batch: int = 64
     timing: bool = True  # False: predictions only (a reference model)
+    engine: str | None = None  # the engine to run it with; None: its format's default
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _measure(job: MeasureJob) -> MeasureOutcome:
     options = RuntimeOptions(device=job.device, threads=job.threads)
     info = ModelInfo.from_dict(job.info) if job.info else None
     t0 = time.perf_counter()
-    runtime = load_runtime(job.path, options, info)
+    runtime = load_runtime(job.path, options, info, engine=job.engine)
     load_ms = (time.perf_counter() - t0) * 1000.0
 
     faces = np.load(job.eval_file, mmap_mode="r") if job.eval_file else None

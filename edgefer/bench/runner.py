@@ -37,12 +37,15 @@ class ModelSpec:
     role: Role = Role.MODEL
     info: ModelInfo | None = None
     precision: str = ""  # default: the file's own record
+    chosen_engine: str | None = None  # one its format lists; None: the format's default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
         object.__setattr__(self, "role", Role(self.role))
         if not self.name:
             object.__setattr__(self, "name", default_name(self.path))
+        if self.chosen_engine is not None:
+            _ = self.engine  # an engine that cannot run the file fails here, before any work
 
     @property
     def target(self) -> str:
@@ -55,7 +58,7 @@ class ModelSpec:
     def engine(self) -> str:
         from edgefer.runtimes import engine_for
 
-        return engine_for(self.path)
+        return engine_for(self.path, self.chosen_engine)
 
 
 def default_name(path: Path) -> str:
@@ -231,7 +234,7 @@ def _reference_predictions(plan: BenchPlan, evaluation: Evaluation | None,
     step(f"reference {spec.name}")
     outcome = run_job(MeasureJob(path=str(spec.path), device="cpu", timing=False,
                                  info=spec.info.to_dict() if spec.info else None,
-                                 eval_file=evaluation.faces_file),
+                                 eval_file=evaluation.faces_file, engine=spec.chosen_engine),
                       isolate=plan.isolate, timeout_s=plan.timeout_s)
     if outcome.status == "ok" and outcome.predicted is not None:
         return outcome.predicted, None
@@ -274,7 +277,8 @@ def _bench_model(plan: BenchPlan, spec: ModelSpec, evaluation: Evaluation | None
             job = MeasureJob(path=str(spec.path), device=device, threads=threads,
                              batches=plan.batches, options=plan.measure,
                              info=spec.info.to_dict() if spec.info else None,
-                             eval_file=evaluation.faces_file if evaluation and i == 0 else None)
+                             eval_file=evaluation.faces_file if evaluation and i == 0 else None,
+                             engine=spec.chosen_engine)
             outcome = run_job(job, isolate=plan.isolate, timeout_s=plan.timeout_s)
             row = replace(base, device=device, threads=threads,
                           precision=spec.precision or outcome.precision

@@ -27,7 +27,7 @@ def engine_for(path: str | os.PathLike, engine: str | None = None) -> str:
         return fmt.default_engine
     if engine not in fmt.engines:
         raise ConfigError(f"{Path(path).name}: {engine_named(engine).label} does not run "
-                          f"{fmt.label} models here (it runs with {', '.join(fmt.engines)})")
+                          f"{fmt.label} models; the engines that do: {', '.join(fmt.engines)}")
     return engine
 
 
