@@ -554,3 +554,23 @@ def test_predict_refuses_a_model_unlike_its_metadata_before_any_input(
     assert "face.png" not in result.output  # stopped before the first input
     with pytest.raises(ModelError, match="does not match its metadata"):
         Recognizer.from_file(model)
+
+
+def test_cli_engine_runs_the_onnx_model_with_openvino(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from _bench_models import band_faces, make_band_onnx
+
+    model = make_band_onnx(tmp_path / "band.onnx")
+    crop = tmp_path / "face.png"
+    images, labels = band_faces(per_class=1)
+    cv2.imwrite(str(crop), images[3])
+    args = (str(crop), "--model", str(model), "--no-detect", "--json")
+    default, openvino = run_cli(*args), run_cli(*args, "--engine", "openvino")
+    assert default.exit_code == openvino.exit_code == 0, openvino.output
+    faces = [json.loads(r.stdout)["faces"] for r in (default, openvino)]
+    assert faces[0][0]["label"] == faces[1][0]["label"] == CLASS_NAMES[labels[3]]
+    assert Recognizer.from_file(model, engine="openvino").runtime.engine == "openvino"
+    refused = run_cli(*args, "--engine", "litert")
+    assert refused.exit_code == 1 and "the engines that do: onnxruntime, openvino" in \
+        refused.output

@@ -119,11 +119,13 @@ class Recognizer:
     @classmethod
     def from_file(cls, model: str | os.PathLike, threads: int | None = 1,
                   options: RecognizerOptions = RecognizerOptions(),
-                  detector: FaceDetector | None = None) -> Recognizer:
+                  detector: FaceDetector | None = None,
+                  engine: str | None = None) -> Recognizer:
         """Load any model edgefer runs (.tflite, .onnx, .xml, .ncnn.param, .mnn, Keras folder);
-        ``threads`` is the model's thread count (None: the engine's default). A model that
-        does not match its metadata (input size, channels, outputs) is a ModelError here."""
-        runtime = load_runtime(model, RuntimeOptions(threads=threads))
+        ``threads`` is the model's thread count (None: the engine's default); ``engine``
+        one its format lists (None: the format's default). A model that does not match
+        its metadata (input size, channels, outputs) is a ModelError here."""
+        runtime = load_runtime(model, RuntimeOptions(threads=threads), engine=engine)
         check_matches_info(runtime)
         return cls(runtime, options, detector)
 
