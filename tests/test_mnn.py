@@ -27,7 +27,8 @@ from edgefer.labels import CLASS_NAMES
 from edgefer.preprocess import ModelInfo
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from _onnx_faces import face_model, random_faces  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
 
 HAVE_MNN = all(importlib.util.find_spec(m) is not None for m in ("MNN", "_tools"))
 needs_mnn = pytest.mark.skipif(not HAVE_MNN, reason="MNN is not installed "
@@ -69,20 +70,11 @@ def small_classifier(seed: int = 0) -> onnx.ModelProto:
         n("Gemm", ["p2", "fc_w", "fc_b"], ["logits"]),
         n("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
-    graph = helper.make_graph(
-        nodes, "small",
-        [helper.make_tensor_value_info("face", TensorProto.FLOAT, [1, SIZE, SIZE, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, CLASSES])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return face_model(nodes, inits, "small", SIZE, CLASSES)
 
 
 def faces(count: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-1, 1, (count, SIZE, SIZE, 1)).astype(np.float32)
+    return random_faces(count, SIZE, seed)
 
 
 def onnx_reference(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ from edgefer.errors import ExportError
 
 onnx = pytest.importorskip("onnx")
 from _ncnn_numpy import NumpyNcnn  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from _onnx_faces import face_model, random_faces  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
 
 from edgefer.export.ncnn import (  # noqa: E402
     FP16_FLAG,
@@ -88,19 +89,11 @@ def mobilenet_like(seed: int = 0, extra_node: onnx.NodeProto | None = None) -> o
     ]
     if extra_node is not None:
         nodes.insert(-1, extra_node)
-    graph = helper.make_graph(
-        nodes, "mobilenet_like",
-        [helper.make_tensor_value_info("face", TensorProto.FLOAT, [1, SIZE, SIZE, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, CLASSES])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return face_model(nodes, inits, "mobilenet_like", SIZE, CLASSES)
 
 
 def faces(count: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-1, 1, (count, SIZE, SIZE, 1)).astype(np.float32)
+    return random_faces(count, SIZE, seed)
 
 
 def onnx_reference(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
