@@ -26,3 +26,13 @@ def face_model(nodes: list, inits: list, name: str, size: int, classes: int):
 def random_faces(count: int, size: int, seed: int = 1) -> np.ndarray:
     """``count`` faces of uniform noise in [-1, 1], NHWC float32."""
     return np.random.default_rng(seed).uniform(-1, 1, (count, size, size, 1)).astype(np.float32)
+
+
+def onnx_reference(model, batch: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's probabilities for ``batch``, one face per call (a batch-1 model)."""
+    import pytest
+
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"face": x[None]})[0] for x in batch])

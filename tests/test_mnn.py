@@ -27,7 +27,7 @@ from edgefer.labels import CLASS_NAMES
 from edgefer.preprocess import ModelInfo
 
 onnx = pytest.importorskip("onnx")
-from _onnx_faces import face_model, random_faces  # noqa: E402
+from _onnx_faces import face_model, onnx_reference, random_faces  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 
 HAVE_MNN = all(importlib.util.find_spec(m) is not None for m in ("MNN", "_tools"))
@@ -75,13 +75,6 @@ def small_classifier(seed: int = 0) -> onnx.ModelProto:
 
 def faces(count: int, seed: int = 1) -> np.ndarray:
     return random_faces(count, SIZE, seed)
-
-
-def onnx_reference(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
-    ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {"face": x[None]})[0] for x in batch])
 
 
 def info_for(precision: str) -> ModelInfo:

@@ -19,7 +19,7 @@ from edgefer.errors import ExportError
 
 onnx = pytest.importorskip("onnx")
 from _ncnn_numpy import NumpyNcnn  # noqa: E402
-from _onnx_faces import face_model, random_faces  # noqa: E402
+from _onnx_faces import face_model, onnx_reference, random_faces  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 
 from edgefer.export.ncnn import (  # noqa: E402
@@ -94,13 +94,6 @@ def mobilenet_like(seed: int = 0, extra_node: onnx.NodeProto | None = None) -> o
 
 def faces(count: int, seed: int = 1) -> np.ndarray:
     return random_faces(count, SIZE, seed)
-
-
-def onnx_reference(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
-    ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {"face": x[None]})[0] for x in batch])
 
 
 @pytest.fixture()
