@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,10 @@ _USAGE_SPLIT = {usage.lower(): split for split, usage in _CSV_USAGE.items()}
 _FOLDER_NAMES = {"train": ("train", "Training"), "test": ("test", "PublicTest"),
                  "private": ("private", "PrivateTest")}
 _CACHE_VERSION = "2"
+# The data cache keeps the most recently used splits up to this many bytes (FER2013's
+# training split is 70 MB); EDGEFER_CACHE_MAX_MB overrides it.
+_CACHE_MAX_BYTES = 512 * 2**20
+_STALE_TMP_SECONDS = 3600
 
 
 def canonical_split(name: str) -> str:
@@ -384,8 +389,8 @@ def _cache_read(key: str) -> FerSplit | None:
     try:
         with np.load(file, allow_pickle=False) as z:
             problems = tuple(Problem(*p) for p in z["problems"].tolist())
-            return FerSplit(str(z["name"]), z["images"], z["labels"],
-                            tuple(z["ids"].tolist()), problems)
+            split = FerSplit(str(z["name"]), z["images"], z["labels"],
+                             tuple(z["ids"].tolist()), problems)
     except Exception as exc:  # whatever is wrong with it, a cache is rebuilt, not fatal
         reason = " ".join(str(exc).split()) or type(exc).__name__
         print(f"note: the data cache {file} cannot be read ({reason}); rebuilding it",
@@ -393,6 +398,9 @@ def _cache_read(key: str) -> FerSplit | None:
         with contextlib.suppress(OSError):
             file.unlink()
         return None
+    with contextlib.suppress(OSError):
+        os.utime(file)  # its mtime says when it was last used: pruning keeps recent ones
+    return split
 
 
 def _cache_write(key: str, split: FerSplit) -> None:
@@ -406,4 +414,42 @@ def _cache_write(key: str, split: FerSplit) -> None:
                  ids=np.array(split.ids, dtype=str), problems=problems)
         os.replace(tmp, folder / f"{key}.npz")
     except OSError:
-        pass  # a cache that cannot be written only costs time
+        return  # a cache that cannot be written only costs time
+    prune_cache(folder, keep=folder / f"{key}.npz")
+
+
+def cache_limit_bytes() -> int:
+    value = os.environ.get("EDGEFER_CACHE_MAX_MB", "")
+    try:
+        return int(float(value) * 2**20) if value else _CACHE_MAX_BYTES
+    except ValueError:
+        return _CACHE_MAX_BYTES
+
+
+def prune_cache(folder: Path, keep: Path | None = None) -> list[Path]:
+    """Removes the least recently used splits beyond the cache's size limit (never
+    ``keep``), and temporary files that a killed process left; returns what it removed."""
+    now = time.time()
+    removed: list[Path] = []
+    entries = []
+    for file in folder.glob("*.npz"):
+        try:
+            st = file.stat()
+        except OSError:
+            continue
+        if file.name.endswith(".tmp.npz"):
+            if now - st.st_mtime > _STALE_TMP_SECONDS:
+                removed.append(file)
+            continue
+        entries.append((st.st_mtime, st.st_size, file))
+    total, limit = sum(size for _, size, _ in entries), cache_limit_bytes()
+    for _, size, file in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if file != keep:
+            removed.append(file)
+            total -= size
+    for file in removed:
+        with contextlib.suppress(OSError):
+            file.unlink()
+    return removed

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -265,3 +267,33 @@ def test_csv_usage_values_with_spaces_count_the_same_everywhere(tmp_path):
     result = CliRunner().invoke(main, ["data", "info", str(path), "--json"])
     info = json.loads(result.output)
     assert info["splits"]["test"]["images"] == len(load_split(path, "test")) == 2
+
+
+def test_cache_keeps_recent_splits_within_its_limit(tmp_path, monkeypatch):
+    from edgefer.data import prune_cache
+
+    monkeypatch.setenv("EDGEFER_CACHE_MAX_MB", "0.003")  # about 3 kB
+    files = []
+    for age, name in enumerate(("new", "middle", "old", "oldest")):
+        file = tmp_path / f"{name}.npz"
+        file.write_bytes(b"x" * 1000)
+        os.utime(file, (time.time() - 100 * age,) * 2)
+        files.append(file)
+    stale = tmp_path / "k.123.tmp.npz"  # left by a killed process
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    fresh = tmp_path / "k.456.tmp.npz"  # another process is writing it now
+    fresh.write_bytes(b"x")
+    removed = prune_cache(tmp_path, keep=files[3])
+    assert sorted(p.name for p in removed) == ["k.123.tmp.npz", "old.npz"]
+    assert [f.exists() for f in files] == [True, True, False, True] and fresh.exists()
+
+
+def test_a_cache_read_marks_the_split_used(synthetic_fer):
+    from edgefer.data import cache_dir
+
+    load_split(synthetic_fer, "test")
+    cached = max(cache_dir().glob("*.npz"), key=lambda p: p.stat().st_mtime_ns)
+    os.utime(cached, (1, 1))
+    load_split(synthetic_fer, "test")
+    assert cached.stat().st_mtime > 1e9
