@@ -1,0 +1,58 @@
+"""benchmarks/ablate.py: candidates parsed and refused, runs read back, the table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def ablate():
+    spec = importlib.util.spec_from_file_location("ablate", REPO / "benchmarks" / "ablate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_candidates_parse_into_typed_overrides(ablate):
+    assert ablate.parse_candidate("baseline") == {}
+    assert ablate.parse_candidate("label_smoothing=0,augment.erasing=0.1,class_weights=none,"
+                                  "augment.flip=false") == {
+        "label_smoothing": 0, "augment.erasing": 0.1, "class_weights": "none",
+        "augment.flip": False}
+    assert ablate.run_name("model.width=1.25,epochs=1") == "ablate-model.width-1.25-epochs-1"
+    with pytest.raises(SystemExit, match="key=value"):
+        ablate.parse_candidate("label_smoothing")
+
+
+def test_overrides_reach_the_training_config(ablate):
+    from edgefer.train.config import load_config
+
+    config = load_config(REPO / "models" / "edgefer-mnv3s-v5.toml",
+                         **ablate.parse_candidate("augment.erasing=0,model.width=1.25,epochs=1"))
+    assert (config.augment.erasing, config.model.width, config.epochs) == (0, 1.25, 1)
+
+
+def test_finished_runs_are_read_not_trained(ablate, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for candidate, curve in (("baseline", (0.60, 0.61)), ("label_smoothing=0", (0.62, 0.615))):
+        folder = ablate.OUT / ablate.run_name(candidate) / "float"
+        folder.mkdir(parents=True)
+        (folder / "done.json").write_text("{}")
+        rows = ["epoch,accuracy,images_per_s,loss,val_accuracy,val_loss"]
+        rows += [f"{i},0.7,100,1.0,{v},1.2" for i, v in enumerate(curve)]
+        (folder / "log.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(ablate.subprocess, "call", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(sys, "argv", ["ablate.py", "--base", "x.toml", "--json", "a.json",
+                                      "baseline", "label_smoothing=0"])
+    ablate.main()
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["candidates"]["label_smoothing=0"]["best_val"] == 0.62
+    assert "| label_smoothing=0 | 2 | 62.0, 61.5 | 62.00% | 61.50% | +1.00 |" in record["table"]
+    assert "never PublicTest" in record["selection"]
