@@ -150,7 +150,7 @@ def test_bias_correction_removes_the_mean_shift_of_quantized_weights():
 
 # --- ONNX Runtime and OpenVINO: the engines' kernels -------------------------------------
 
-def _conv_onnx(out_channels: int = 16, seed: int = 3):
+def _conv_onnx(out_channels: int = 16, seed: int = 3, batch: int | None = None):
     """face (N, 48, 48, 1) -> transpose -> 3x3 conv with large same-signed weights (the
     16-bit pair sums of int8 kernels without VNNI overflow on it) -> ReLU -> 1x1 conv ->
     global pool -> flatten: a stem like the shipped model's, in ONNX."""
@@ -176,8 +176,8 @@ def _conv_onnx(out_channels: int = 16, seed: int = 3):
                  rng.normal(0, 0.1, 7).astype(np.float32), "b2")]
     graph = helper.make_graph(
         nodes, "stem", [helper.make_tensor_value_info("face", TensorProto.FLOAT,
-                                                      [None, 48, 48, 1])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 7])], inits)
+                                                      [batch, 48, 48, 1])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 7])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -214,6 +214,9 @@ def test_onnx_int8_report_and_no_kernel_overflow(tmp_path):
     files = write_report(report, tmp_path / "debug", "tiny", render_quant_report)
     assert sorted(p.suffix for p in files) == [".json", ".md", ".png"]
     assert "| 1 |" in (tmp_path / "debug" / "tiny.md").read_text()
+    static = _conv_onnx(batch=1)  # what export writes by default: one face per call
+    report = onnx_report(static, onnx_int8(static, _calibration(), CalibMethod.MINMAX), x)
+    assert report.images == 32 and report.agreement > 0.8
 
 
 def test_keep_float_leaves_the_named_layer_unquantized():

@@ -264,7 +264,8 @@ def onnx_report(float_proto, int8_proto, images: np.ndarray) -> QuantReport:
     layer = [_Energy() for _ in points]
     whole = [_Energy() for _ in points]
     outs: tuple[list, list] = ([], [])
-    for batch in _batches(images):
+    batch_dim = f_session.get_inputs()[0].shape[0]  # 1 for a static batch-1 export
+    for batch in _batches(images, batch_dim if isinstance(batch_dim, int) else 50):
         f_run = _run(f_session, f_outputs, batch)
         q_run = _run(q_session, q_outputs, batch)
         outs[0].append(f_run[f_outputs[0]])
