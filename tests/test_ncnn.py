@@ -289,6 +289,22 @@ def test_ncnn_runs_the_conversion_like_onnx_runtime(converted) -> None:
 
 
 @needs_ncnn
+def test_ncnn_float32_throughout_when_fp16_is_off(converted) -> None:
+    from edgefer.runtimes import RuntimeOptions
+    from edgefer.runtimes.ncnn import NcnnOptions, NcnnRuntime
+
+    model, _, param, _ = converted
+    off = RuntimeOptions(engine_options=(NcnnOptions(fp16=False),))
+    runtime = NcnnRuntime.load(param, off, info=small_info())
+    flags = ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage")
+    assert not any(getattr(runtime._net.opt, flag) for flag in flags)
+    batch = faces(8)
+    np.testing.assert_allclose(runtime.predict(batch), onnx_reference(model, batch), atol=2e-5)
+    # ncnn's own defaults otherwise: what an application embedding it gets
+    assert NcnnRuntime.load(param, info=small_info())._net.opt.use_fp16_storage
+
+
+@needs_ncnn
 def test_ncnn_missing_weights_is_a_model_error(converted) -> None:
     from edgefer.errors import ModelError
     from edgefer.runtimes.ncnn import NcnnRuntime

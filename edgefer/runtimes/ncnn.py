@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,18 @@ from edgefer.engines import Device, require
 from edgefer.errors import DeviceUnavailableError, ModelError
 from edgefer.preprocess import ModelInfo
 from edgefer.runtimes.base import Runtime, RuntimeOptions, resolve_info
+
+
+@dataclass(frozen=True)
+class NcnnOptions:
+    """ncnn's own options (``RuntimeOptions.engine_options``).
+
+    ``fp16``: ncnn's default, what an application embedding ncnn gets: float16 storage on
+    x86 CPUs with F16C and float16 arithmetic on ARMv8.2 cores (a Pi 5's Cortex-A76), also
+    for an fp32 model. False: float32 throughout on every CPU (the emulated Pi's
+    arm64-vs-x86 parity check)."""
+
+    fp16: bool = True
 
 
 def ncnn_module():
@@ -52,6 +65,10 @@ class NcnnRuntime(Runtime):
             raise ModelError(f"{path}: its weights {weights.name} are missing")
         net = ncnn.Net()
         net.opt.use_vulkan_compute = gpu
+        if not options.for_engine(cls.engine).fp16:
+            for name in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic",
+                         "use_bf16_storage"):
+                setattr(net.opt, name, False)
         if options.threads:
             net.opt.num_threads = options.threads
         if net.load_param(str(path)) != 0:
