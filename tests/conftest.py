@@ -126,7 +126,9 @@ def tiny_tflite(tmp_path_factory) -> Path:
     """A small float TFLite classifier (48x48x1 -> 7) carrying edgefer metadata; fast to make."""
     import json
 
-    from edgefer._tf import keras, tf
+    from _bench_models import keras_to_tflite
+
+    from edgefer._tf import keras
     from edgefer.artifacts import METADATA_KEY, tflite_with_metadata
     from edgefer.preprocess import ModelInfo
 
@@ -138,7 +140,7 @@ def tiny_tflite(tmp_path_factory) -> Path:
         k.layers.GlobalAveragePooling2D(),
         k.layers.Dense(7, activation="softmax"),
     ])
-    data = tf().lite.TFLiteConverter.from_keras_model(model).convert()
+    data = keras_to_tflite(model)
     record = json.dumps(ModelInfo(name="tiny").to_dict()).encode()
     path = tmp_path_factory.mktemp("tiny") / "tiny.tflite"
     path.write_bytes(tflite_with_metadata(data, {METADATA_KEY: record}))

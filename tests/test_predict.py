@@ -43,7 +43,8 @@ ASTRONAUT_FACE = Box(170, 60, 105, 105)
 def make_mnv3_exports(folder: Path) -> dict[str, Path]:
     """The shipped architecture at width 0.25: an edgefer Keras folder and its INT8
     TFLite export (int8 input and output, edgefer metadata), untrained."""
-    from edgefer._tf import tf
+    from _bench_models import keras_to_tflite
+
     from edgefer.artifacts import METADATA_KEY, tflite_with_metadata
     from edgefer.model.mobilenetv3 import ModelConfig, build_model
     from edgefer.model.store import Stage, save_model
@@ -53,17 +54,11 @@ def make_mnv3_exports(folder: Path) -> dict[str, Path]:
     model = build_model(config)
     info = ModelInfo(name="predict-test", precision="int8")
     keras_dir = save_model(model, folder / "keras", config, Stage.FLOAT, info)
-    converter = tf().lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf().lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
-    converter.representative_dataset = lambda: (
-        [rng.uniform(-1, 1, (1, 48, 48, 1)).astype(np.float32)] for _ in range(8))
-    converter.target_spec.supported_ops = [tf().lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf().int8
-    converter.inference_output_type = tf().int8
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected"
-        converted = converter.convert()
+        converted = keras_to_tflite(model, lambda: (
+            [rng.uniform(-1, 1, (1, 48, 48, 1)).astype(np.float32)] for _ in range(8)))
     data = tflite_with_metadata(converted,
                                 {METADATA_KEY: json.dumps(info.to_dict()).encode()})
     tflite = folder / "predict-test-int8.tflite"
