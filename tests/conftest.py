@@ -57,6 +57,21 @@ def write_csv_from_folder(folder: Path, csv_path: Path) -> Path:
     return csv_path
 
 
+# the session fixtures that take minutes: their tests share one xdist worker
+_SHARED_MODELS = frozenset({"tiny_model_dirs", "tiny_exports"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--dist loadgroup`` (pyproject's addopts) a test file runs on one worker, so
+    its module fixtures are made once and its tests keep their order; the tests of the
+    tiny trained model and its exports run on one worker, which makes them once."""
+    for item in items:
+        shared = _SHARED_MODELS & set(getattr(item, "fixturenames", ()))
+        group = "tiny-models" if shared else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDGEFER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
