@@ -4,6 +4,10 @@ for by name) on a machine without them."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 from _bench_models import band_faces, faces, make_band_onnx, make_tiny_models
 
@@ -120,14 +124,37 @@ def tiny(request):
     return make_tiny_models_cached(request.config.cache.mkdir("edgefer-bench-tiny"))
 
 
-def make_tiny_models_cached(folder):
-    names = {("keras", "fp32"): "keras", ("tflite", "fp32"): "tiny-fp32.tflite",
-             ("tflite", "int8"): "tiny-int8.tflite", ("onnx", "fp32"): "tiny-fp32.onnx",
-             ("openvino", "fp32"): "tiny-fp32.xml"}
-    if all((folder / n).exists() for n in names.values()) and \
-            (folder / "keras" / "weights.h5").exists():
-        return {k: folder / n for k, n in names.items()}
-    return make_tiny_models(folder)
+_TINY_FILES = {("keras", "fp32"): "keras", ("tflite", "fp32"): "tiny-fp32.tflite",
+               ("tflite", "int8"): "tiny-int8.tflite", ("onnx", "fp32"): "tiny-fp32.onnx",
+               ("openvino", "fp32"): "tiny-fp32.xml"}
+
+
+def _tiny_files(folder: Path) -> dict[tuple[str, str], Path] | None:
+    """The models in ``folder``, None unless all are there."""
+    paths = {k: folder / n for k, n in _TINY_FILES.items()}
+    whole = all(p.exists() for p in paths.values()) and (folder / "keras" / "weights.h5").exists()
+    return paths if whole else None
+
+
+def make_tiny_models_cached(folder: Path) -> dict[tuple[str, str], Path]:
+    """The models in ``folder``, made first when it lacks them: in a folder beside it,
+    renamed into place whole, so that a run killed halfway or another pytest process
+    making them at the same time never leaves a part for the next run to take."""
+    cached = _tiny_files(folder)
+    if cached:
+        return cached
+    fresh = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}-"))
+    made = make_tiny_models(fresh)
+    cached = _tiny_files(folder)
+    if cached:  # another process made them meanwhile
+        shutil.rmtree(fresh, ignore_errors=True)
+        return cached
+    shutil.rmtree(folder, ignore_errors=True)  # empty, or a part a killed run left
+    try:
+        fresh.rename(folder)
+    except OSError:  # another process's rename came first: use ours where it is
+        return made
+    return _tiny_files(folder) or made
 
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.06}
