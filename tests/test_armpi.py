@@ -68,11 +68,22 @@ def test_cache_key_follows_suite_and_pyproject(tmp_path):
     assert key(base) != key(replace(base, suite="trixie"))
     # settings the rootfs does not install from cost no rebuild
     c = _checkout(tmp_path / "c", "[project]\nname='x'\n[project.optional-dependencies]\n"
-                  "mnn=['MNN']\n[tool.pytest.ini_options]\naddopts='-q'\n")
+                  "plots=['matplotlib']\n[tool.pytest.ini_options]\naddopts='-q'\n")
     assert key(base) == key(replace(base, source=c))
-    d = _checkout(tmp_path / "d", "[project]\nname='x'\n[project.optional-dependencies]\n"
-                  "tflite=['ai-edge-litert']\n")
-    assert key(base) != key(replace(base, source=d))
+    for extra, pin in (("tflite", "ai-edge-litert"), ("ncnn", "ncnn"), ("mnn", "MNN==3.6.1")):
+        d = _checkout(tmp_path / extra, "[project]\nname='x'\n"
+                      f"[project.optional-dependencies]\n{extra}=['{pin}']\n")
+        assert key(base) != key(replace(base, source=d)), extra
+
+
+def test_rootfs_gets_the_engines_as_the_project_pins_them(tmp_path):
+    project = _checkout(tmp_path / "p", "[project]\nname='x'\n[project.optional-dependencies]\n"
+                        "onnx=['onnx>=1.16', 'onnxruntime>=1.20,<2']\n"
+                        "ncnn=['ncnn>=1.0.2024', 'onnx>=1.16']\nmnn=['MNN==3.6.1', 'onnx']\n")
+    assert armpi.engine_requirements(project / "pyproject.toml") == [
+        "onnxruntime>=1.20,<2", "ncnn>=1.0.2024", "MNN==3.6.1"]
+    bare = _checkout(tmp_path / "b", "[project]\nname='x'\n")
+    assert armpi.engine_requirements(bare / "pyproject.toml") == ["onnxruntime", "ncnn", "MNN"]
 
 
 def _binfmt(root: Path, entry: str | None) -> Path:
@@ -262,14 +273,16 @@ def test_report_lists_rows_without_latency():
 
 
 def test_rows_get_their_own_models_parity():
-    # m-int8.tflite and m-int8.onnx are both "m-int8" in bench's results
-    models = [Path("a/m-int8.tflite"), Path("b/m-int8.onnx")]
+    # m-int8.tflite and m-int8.onnx are both "m-int8" in bench's results, m.ncnn.param "m"
+    models = [Path("a/m-int8.tflite"), Path("b/m-int8.onnx"), Path("c/m.ncnn.param")]
     parity = {name: Parity(model=name, output="o", images=8, same_labels=8, max_diff=diff,
                            worst_face=0, tolerance=0.01, ran_on_arm="", ran_on_x86="")
-              for name, diff in (("m-int8.tflite", 0.0), ("m-int8.onnx", 0.007))}
-    results = [_result(model="m-int8", target="onnx"), _result(model="m-int8", target="tflite")]
+              for name, diff in (("m-int8.tflite", 0.0), ("m-int8.onnx", 0.007),
+                                 ("m.ncnn.param", 1e-6))}
+    results = [_result(model="m-int8", target="onnx"), _result(model="m-int8", target="tflite"),
+               _result(model="m", target="ncnn")]
     rows = emulated_rows(results, models, parity, "emulated-arm64:cortex-a72")
-    assert [r.context.extra["arm64_vs_x86_max_diff"] for r in rows] == ["0.007", "0"]
+    assert [r.context.extra["arm64_vs_x86_max_diff"] for r in rows] == ["0.007", "0", "1e-06"]
 
 
 def _bench(*args):
@@ -295,7 +308,8 @@ def test_on_armpi_options_checked_before_anything_runs(tmp_path, monkeypatch):
     assert no_data.exit_code != 0 and "FER2013 not found" in no_data.output
     (tmp_path / "fer").mkdir()
     keras_folder = _bench(tmp_path, "--on", "armpi", "--data", tmp_path / "fer")
-    assert keras_folder.exit_code != 0 and ".tflite and .onnx" in keras_folder.output
+    assert keras_folder.exit_code != 0 and ".tflite, .onnx, .ncnn.param, .mnn" \
+        in keras_folder.output
 
 
 def test_main_job_gets_the_emulated_pis_rows_for_its_tflite_exports(monkeypatch, tmp_path):
@@ -369,18 +383,30 @@ def fixed_faces(real_fer2013) -> np.ndarray:
     return fixed_faces(real_fer2013, FACES)[0]
 
 
+CALIBRATION = REPO / "calibration" / "fer2013-train-100-seed0.json"  # 100 faces: quick
+
+
 @pytest.fixture(scope="session")
 def shipped_exports(tmp_path_factory, real_fer2013) -> dict[tuple[str, str], Path]:
-    """The shipped model's fp32 and int8 TFLite and ONNX exports, made here (x86)."""
+    """The shipped model's exports, made here (x86): fp32 and int8 TFLite (the shipped QAT
+    one, and one calibrated after training) and ONNX, and fp32 ncnn and MNN where their
+    engines are installed (edgefer makes no INT8 of either: formats.int8_unsupported)."""
     pytest.importorskip("tensorflow")
-    from edgefer.export import export_all
+    from edgefer.engines import engine_installed
+    from edgefer.export import ExportOptions, export_model, load_source
     from edgefer.shipped import SHIPPED_INT8, shipped_model
 
     out = tmp_path_factory.mktemp("shipped-exports")
-    pairs = [("tflite", "fp32"), ("onnx", "fp32"), ("onnx", "int8")]
-    found = {(r.options.target.value, r.options.precision.value): r.path
-             for r in export_all(shipped_model(), pairs, out, real_fer2013,
-                                 parity_images=32)}
+    ways = [("tflite", "fp32", {}), ("onnx", "fp32", {}), ("onnx", "int8", {}),
+            ("tflite", "int8", {"int8_source": "calibrate"})]
+    ways += [(target, "fp32", {}) for target in ("ncnn", "mnn") if engine_installed(target)]
+    loaded = load_source(shipped_model(), real_fer2013, CALIBRATION)
+    found = {}
+    for target, precision, options in ways:
+        chosen = ExportOptions(target, precision, parity_images=32, calib_manifest=CALIBRATION,
+                               **options)
+        key = "int8-ptq" if options else precision
+        found[(target, key)] = export_model(loaded, chosen, out, real_fer2013).path
     found[("tflite", "int8")] = shipped_model() / SHIPPED_INT8
     return found
 
@@ -415,12 +441,50 @@ def test_tflite_exports_same_labels_on_arm64_and_report_rows(pi, shipped_exports
     assert any("latency left out" in note for note in run.notes)
 
 
-@pytest.mark.slow
-def test_onnx_exports_same_labels_on_arm64(pi, shipped_exports, fixed_faces):
+# the exports checked by one parity call (one emulated process: its start costs minutes),
+# each asserted by its own test below; (target, precision) -> what runs it there
+OTHER_EXPORTS = {("onnx", "int8"): "ONNX Runtime", ("onnx", "fp32"): "ONNX Runtime",
+                 ("tflite", "int8-ptq"): "XNNPACK", ("ncnn", "fp32"): "ncnn CPU",
+                 ("mnn", "fp32"): "MNN CPU"}
+
+
+@pytest.fixture(scope="session")
+def other_parities(pi, shipped_exports, fixed_faces) -> dict[tuple[str, str], Parity]:
+    """Every export but the TFLite ones of the bench test, on arm64 against x86."""
     from edgefer.edge.arm_parity import check_parity
 
-    _assert_same(check_parity(pi, [shipped_exports["onnx", "int8"],
-                                   shipped_exports["onnx", "fp32"]], fixed_faces))
+    keys = [key for key in OTHER_EXPORTS if key in shipped_exports]
+    found = check_parity(pi, [shipped_exports[key] for key in keys], fixed_faces)
+    for parity in found:
+        print(parity.describe())
+    return dict(zip(keys, found, strict=True))
+
+
+def _assert_export_same(other_parities, target: str, precision: str) -> None:
+    parity = other_parities.get((target, precision))
+    if parity is None:
+        pytest.skip(f"no {target} {precision} export: its engine is not installed here "
+                    f"(pip install -e '.[{target}]')")
+    _assert_same([parity])
+    assert parity.images == FACES
+    assert OTHER_EXPORTS[target, precision] in parity.ran_on_arm, parity.ran_on_arm
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_onnx_exports_same_labels_on_arm64(other_parities, precision):
+    _assert_export_same(other_parities, "onnx", precision)
+
+
+@pytest.mark.slow
+def test_calibrated_int8_tflite_same_labels_on_arm64(other_parities):
+    _assert_export_same(other_parities, "tflite", "int8-ptq")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["ncnn", "mnn"])
+def test_ncnn_and_mnn_exports_same_labels_on_arm64(other_parities, target):
+    _assert_export_same(other_parities, target, "fp32")
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ from edgefer.errors import ConfigError, EmulationError, ModelError
 # fp32/fp16 outputs: float kernels of two instruction sets (NEON, AVX) may round a sum
 # differently, never by more than this on a softmax output
 FLOAT_TOLERANCE = 1e-4
-ENGINE_SUFFIXES = (".tflite", ".onnx")
+# the formats the emulated Pi runs (its rootfs has LiteRT, ONNX Runtime, ncnn and MNN)
+ARM_FORMATS = ("tflite", "onnx", "ncnn", "mnn")
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,17 @@ class Parity:
 
 
 def predict_outputs(models: Sequence[Path], faces: np.ndarray) -> list[Outputs]:
-    """Each model's probabilities for ``faces`` (uint8 gray), one thread, XNNPACK on."""
+    """Each model's probabilities for ``faces`` (uint8 gray), one thread, XNNPACK on, ncnn
+    in float32: its default float16 arithmetic on ARMv8.2 (and storage on x86) moved the
+    fp32 export's probabilities by up to 0.0073 between a Cortex-A76 and x86, the
+    precision ncnn picks per CPU rather than a kernel that differs; float32 on both: 8e-7."""
     from edgefer.runtimes import RuntimeOptions, load_runtime
+    from edgefer.runtimes.ncnn import NcnnOptions
 
+    options = RuntimeOptions(threads=1, xnnpack=True, engine_options=(NcnnOptions(fp16=False),))
     found = []
     for model in models:
-        runtime = load_runtime(model, RuntimeOptions(threads=1, xnnpack=True))
+        runtime = load_runtime(model, options)
         found.append(Outputs(np.asarray(runtime.predict_faces(faces), np.float32),
                              runtime.ran_on))
     return found
@@ -77,7 +83,14 @@ def output_step(model: Path) -> tuple[str, float]:
     """(output name, the tolerance for it): one quantization step of an integer output (a
     TFLite int8 output, or an ONNX output made by DequantizeLinear); for a float softmax of
     dequantized logits, what one step in every logit can move it; else FLOAT_TOLERANCE."""
-    if model.suffix.lower() == ".tflite":
+    from edgefer.formats import format_of
+
+    kind = format_of(model).name
+    if kind in ("ncnn", "mnn"):  # float models only: edgefer makes no INT8 of either
+        from edgefer.export.inspect import inspect_model
+
+        return inspect_model(model).outputs[0].name, FLOAT_TOLERANCE
+    if kind == "tflite":
         from edgefer.runtimes.litert import interpreter_module
 
         interp = interpreter_module()[0].Interpreter(model_path=str(model))
@@ -121,13 +134,16 @@ def compare(model: Path, arm: Outputs, x86: Outputs) -> Parity:
 
 
 def check_models(models: Sequence[str | os.PathLike]) -> list[Path]:
-    """The models as paths: .tflite or .onnx files with different names, else an error."""
+    """The models as paths: files of ARM_FORMATS with different names, else an error."""
+    from edgefer.formats import file_format_of, format_named
+
+    suffixes = ", ".join(format_named(name).suffix for name in ARM_FORMATS)
     paths = [Path(m) for m in models]
     if not paths:
-        raise ConfigError("--on armpi needs the .tflite or .onnx MODEL files to run")
+        raise ConfigError(f"--on armpi needs the MODEL files to run ({suffixes})")
     for path in paths:
-        if path.suffix.lower() not in ENGINE_SUFFIXES:
-            raise ConfigError(f"{path}: the emulated Pi runs .tflite and .onnx models")
+        if getattr(file_format_of(path), "name", None) not in ARM_FORMATS:
+            raise ConfigError(f"{path}: the emulated Pi runs {suffixes} models")
         if not path.is_file():
             raise ModelError(f"model not found: {path}")
     if len({p.name for p in paths}) != len(paths):
@@ -136,7 +152,8 @@ def check_models(models: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def model_binds(models: Sequence[Path]) -> tuple[list, list[str]]:
-    """Each model's folder mounted at /models/N (an ONNX file's external data beside it)."""
+    """Each model's folder mounted at /models/N (with the companions beside a model: an ONNX
+    file's external data, an ncnn model's weights and record)."""
     from edgefer.edge.armpi import Bind
 
     binds, inside = [], []
@@ -239,9 +256,9 @@ def emulated_row(result, device: str, parity: Parity | None):
 def emulated_rows(results, models: Sequence[Path], parity: dict[str, Parity], device: str):
     """Each result as an emulated row with its model's parity. bench names a result by the
     file's stem and its target (m-int8.tflite and m-int8.onnx share the stem)."""
-    from edgefer.formats import format_of
+    from edgefer.formats import format_of, model_stem
 
-    by_key = {(m.stem, format_of(m).name): parity.get(m.name) for m in models}
+    by_key = {(model_stem(m), format_of(m).name): parity.get(m.name) for m in models}
     return [emulated_row(r, device, by_key.get((r.model, r.target))) for r in results]
 
 

@@ -5,11 +5,12 @@ Runtime's, arm64 NumPy and OpenCV) on this x86 machine, so that a result that de
 the CPU architecture shows before anyone buys a board. It proves nothing about speed:
 emulated latency is 40-120x the host's, and every number measured here says "emulated".
 
-The rootfs (``mmdebstrap`` from Debian's mirror, then ``pip install -e '.[tflite]'`` and
-ONNX Runtime into a venv from aarch64 wheels) is cached as a compressed tarball under
-``~/.cache/edgefer/armpi`` keyed by the Debian suite, the recipe and ``pyproject.toml``; a
-tarball whose checksum does not match is rebuilt. The checkout is bind-mounted over the
-installed copy of the source on every run, so code changes need no rebuild.
+The rootfs (``mmdebstrap`` from Debian's mirror, then ``pip install -e '.[tflite]'``, ONNX
+Runtime, ncnn and MNN into a venv from aarch64 wheels, as pyproject's extras pin them) is
+cached as a compressed tarball under ``~/.cache/edgefer/armpi`` keyed by the Debian suite,
+the recipe and ``pyproject.toml``; a tarball whose checksum does not match is rebuilt. The
+checkout is bind-mounted over the installed copy of the source on every run, so code
+changes need no rebuild.
 
 Traps of this setup, handled here rather than in a README:
 
@@ -231,16 +232,26 @@ def cache_key(options: ArmPiOptions) -> str:
     return digest.hexdigest()[:16]
 
 
+# the engines the rootfs adds to ``.[tflite]``: (extra in pyproject.toml, distribution);
+# their runtimes only, not the converters the extras also list (onnx)
+ENGINE_EXTRAS = (("onnx", "onnxruntime"), ("ncnn", "ncnn"), ("mnn", "MNN"))
+# installed without their dependencies: ncnn's wheel requires opencv-python (for its model
+# zoo, which edgefer does not use), whose cv2 would overwrite opencv-python-headless's and
+# need libGL, which the rootfs has not
+NO_DEPS = ("ncnn",)
+
+
 def install_inputs(pyproject: Path) -> dict:
-    """The parts of pyproject.toml that ``pip install -e '.[tflite]'`` and ONNX Runtime's
-    pin read in the rootfs."""
+    """The parts of pyproject.toml that ``pip install -e '.[tflite]'`` and the engines'
+    pins (ENGINE_EXTRAS) read in the rootfs."""
     data = _toml(pyproject)
     project = data.get("project", {})
     extras = project.get("optional-dependencies", {})
     return {"build-system": data.get("build-system", {}),
             "requires-python": project.get("requires-python", ""),
             "dependencies": project.get("dependencies", []),
-            "tflite": extras.get("tflite", []), "onnx": extras.get("onnx", []),
+            "tflite": extras.get("tflite", []),
+            **{extra: extras.get(extra, []) for extra, _ in ENGINE_EXTRAS},
             "scripts": project.get("scripts", {})}
 
 
@@ -260,13 +271,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def onnxruntime_requirement(pyproject: Path) -> str:
-    """The project's own ONNX Runtime pin (its ``onnx`` extra), for the rootfs."""
+def engine_requirements(pyproject: Path) -> list[str]:
+    """The project's own pins of the engines in ENGINE_EXTRAS (ONNX Runtime, ncnn, MNN),
+    from their extras, for the rootfs; an engine no extra pins goes in unpinned."""
     extras = _toml(pyproject).get("project", {}).get("optional-dependencies", {})
-    for requirement in extras.get("onnx", []):
-        if re.match(r"onnxruntime\b", requirement):
-            return requirement
-    return "onnxruntime"
+    found = []
+    for extra, distribution in ENGINE_EXTRAS:
+        pattern = rf"{re.escape(distribution)}(?![\w.-])"
+        pins = [r for r in extras.get(extra, []) if re.match(pattern, r, re.IGNORECASE)]
+        found.append(pins[0] if pins else distribution)
+    return found
 
 
 Log = Callable[[str], None]
@@ -343,8 +357,8 @@ class ArmPi:
         staging.rename(self.rootfs)
 
     def _install_edgefer(self, root: Path, say: Log) -> None:
-        """A venv with edgefer's runtime-only install (``.[tflite]``) and ONNX Runtime, from
-        aarch64 wheels; the source is a copy, hidden by the checkout at run time."""
+        """A venv with edgefer's runtime-only install (``.[tflite]``), ONNX Runtime, ncnn and
+        MNN, from aarch64 wheels; the source is a copy, hidden by the checkout at run time."""
         source = root / SOURCE.lstrip("/")
         _remove_tree(source)
         source.mkdir(parents=True)
@@ -355,7 +369,9 @@ class ArmPi:
                     "__pycache__", "*.pyc", "*.egg-info"))
             else:
                 shutil.copy2(origin, source / part)
-        ort = onnxruntime_requirement(Path(self.options.source) / "pyproject.toml")
+        engines = engine_requirements(Path(self.options.source) / "pyproject.toml")
+        alone = [r for r, (_, name) in zip(engines, ENGINE_EXTRAS, strict=True)
+                 if name in NO_DEPS]
         ca = host_ca_bundle()
         binds = [Bind(Path("/etc/resolv.conf"), "/etc/resolv.conf")]
         env = {"PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
@@ -363,9 +379,13 @@ class ArmPi:
         if ca is not None:  # the host's own CAs (a TLS-inspecting proxy's, say) for pip
             binds.append(Bind(ca, HOST_CA))
             env["PIP_CERT"] = HOST_CA  # in the environment: pip's build subprocess needs it
-        say(f"installing edgefer[tflite] and {ort} in the rootfs (aarch64 wheels)")
-        script = (f"python3 -m venv {VENV} && {PYTHON} -m pip install --no-compile "
-                  f"-e {shlex.quote(SOURCE + '[tflite]')} {shlex.quote(ort)}")
+        say(f"installing edgefer[tflite] and {', '.join(engines)} in the rootfs (aarch64 "
+            "wheels)")
+        pip = f"{PYTHON} -m pip install --no-compile"
+        script = (f"python3 -m venv {VENV} && {pip} -e {shlex.quote(SOURCE + '[tflite]')} "
+                  + " ".join(shlex.quote(r) for r in engines if r not in alone)
+                  + (f" && {pip} --no-deps " + " ".join(map(shlex.quote, alone))
+                     if alone else ""))
         done = self._run_in(root, ["sh", "-c", script], binds=binds, env=env, timeout=3600,
                             mount_source=False)
         if done.returncode != 0:
