@@ -89,23 +89,9 @@ def test_focal_loss_option():
     assert load_config(None, loss="focal").loss is Loss.FOCAL
 
 
-@pytest.mark.tf
-@pytest.mark.slow
-def test_all_stages_run_and_resume(synthetic_fer, tmp_path):
-    from edgefer.train.run import Trainer
-
-    config = load_config(None, data=str(synthetic_fer), out=str(tmp_path), epochs=1,
-                         qat_epochs=1, prune_epochs=1, batch_size=16, val_fraction=0.2,
-                         **{"model.width": 0.25})
-    summary = Trainer(config, log=lambda *_: None).run()
-    assert set(summary["stages"]) == {"float", "qat", "prune", "pqat"}
-    for stage in ("float", "qat", "prune", "pqat"):
-        assert (tmp_path / config.name / stage / "done.json").is_file()
-        assert (tmp_path / config.name / stage / "log.csv").read_text().count("\n") >= 2
-    assert summary["final_stage"] in ("qat", "pqat")
-    # a second run finds every stage done and only reports
-    again = Trainer(config, log=lambda *_: None).run()
-    assert again["stages"] == summary["stages"]
+# Every stage on tiny synthetic data, then a resume that only reports: tested with
+# tests/test_training_speed.py's run of benchmarks/gpu_train.sh, which trains the same
+# stages (once for both tests).
 
 
 @pytest.mark.slow

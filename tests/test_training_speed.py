@@ -90,11 +90,29 @@ def test_gpu_train_script_refuses_to_fall_back_to_the_cpu(tmp_path, synthetic_fe
 @pytest.mark.slow
 def test_gpu_train_script_trains_every_stage_on_the_cpu_with_tiny_settings(tmp_path,
                                                                            synthetic_fer):
+    """Also the test that every stage runs and that a finished run resumes (formerly
+    tests/test_train.py's own run of every stage, in-process: the same stages twice)."""
+    from edgefer.train.config import load_config
+    from edgefer.train.run import Trainer
+
     run = _gpu_train(tmp_path, synthetic_fer, {"EDGEFER_GPU_OPTIONAL": "1"},
                      "--epochs", "1", "--qat-epochs", "1", "--prune-epochs", "1",
                      "--batch-size", "16", "--width", "0.25", "--limit", "300")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    summary = json.loads((tmp_path / "out" / "run" / "summary.json").read_text())
+    run_dir = tmp_path / "out" / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["stages"]) == {"float", "qat", "prune", "pqat"}
-    assert (tmp_path / "out" / "run" / summary["final_stage"] / "model" / "model.json").is_file()
+    assert (run_dir / summary["final_stage"] / "model" / "model.json").is_file()
     assert "wall seconds:" in (tmp_path / "out" / "train.log").read_text()
+    for stage in ("float", "qat", "prune", "pqat"):
+        assert (run_dir / stage / "done.json").is_file()
+        assert (run_dir / stage / "log.csv").read_text().count("\n") >= 2
+    assert summary["final_stage"] in ("qat", "pqat")
+    # the same settings in-process: the Trainer finds every stage done and only reports
+    config = load_config(REPO / "models" / "edgefer-mnv3s-gpu.toml", data=str(synthetic_fer),
+                         out=str(tmp_path / "out"), name="run", epochs=1, qat_epochs=1,
+                         prune_epochs=1, batch_size=16, limit=300, **{"model.width": 0.25})
+    logs: list[str] = []
+    again = Trainer(config, log=logs.append).run()
+    assert again["stages"] == summary["stages"]
+    assert sum("already done, skipped" in line for line in logs) == 4, logs
