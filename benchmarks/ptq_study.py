@@ -11,6 +11,9 @@ docs/quantization.md come from it.
 
 A setting is TARGET[:KEY=VALUE,...] with ExportOptions' fields (calib_method, equalize,
 bias_correction, keep_float with ';' between layers, int8_graph) and calib (a manifest).
+``--time FILE...`` only times exports already made (several runs' --keep folders) together:
+
+    python benchmarks/ptq_study.py --data ../shared/fer2013 --time ptq/*.tflite ptq/*.onnx
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def parse(setting: str) -> tuple[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("settings", nargs="+")
+    parser.add_argument("settings", nargs="*")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default=None, help="Default: the shipped model.")
     parser.add_argument("--limit", type=int, default=0,
@@ -52,7 +55,13 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="Keep the exports here.")
     parser.add_argument("--latency", action="store_true",
                         help="Then time the exports at batch 1, one thread, interleaved.")
+    parser.add_argument("--time", nargs="+", type=Path, default=None,
+                        help="Only time these exports (batch 1, one thread, interleaved).")
     args = parser.parse_args()
+    if args.time:
+        face = load_split(args.data, "test").images[:1]
+        write_rows(interleaved([(str(p), p) for p in args.time], face, faces=True), args.json)
+        return
 
     from edgefer.calibration import CalibrationSet
     from edgefer.export.options import ExportOptions
@@ -99,29 +108,35 @@ def main() -> None:
             with args.json.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
     if args.latency:
-        for setting, p50 in interleaved(made, x[:1]).items():
-            row = {"setting": setting, "p50_ms_batch1_1thread": p50}
-            print(json.dumps(row), flush=True)
-            if args.json:
-                with args.json.open("a") as handle:
-                    handle.write(json.dumps(row) + "\n")
+        write_rows(interleaved(made, x[:1]), args.json)
+
+
+def write_rows(p50s: dict[str, float], json_path: Path | None) -> None:
+    for setting, p50 in p50s.items():
+        row = {"setting": setting, "p50_ms_batch1_1thread": p50}
+        print(json.dumps(row), flush=True)
+        if json_path:
+            with json_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
 
 
 def interleaved(made: list[tuple[str, Path]], image: np.ndarray, rounds: int = 30,
-                calls: int = 50) -> dict[str, float]:
-    """Median batch-1 latency (ms) of each export, one thread, timed round-robin."""
+                calls: int = 50, faces: bool = False) -> dict[str, float]:
+    """Median batch-1 latency (ms) of each export, one thread, timed round-robin;
+    ``faces``: ``image`` is a raw face, preprocessed once per export."""
     from edgefer.runtimes import RuntimeOptions, load_runtime
 
     runtimes = {s: load_runtime(p, RuntimeOptions(threads=1)) for s, p in made}
+    inputs = {s: r.info.preprocess(image) if faces else image for s, r in runtimes.items()}
     times: dict[str, list[float]] = {s: [] for s in runtimes}
-    for runtime in runtimes.values():
+    for setting, runtime in runtimes.items():
         for _ in range(calls):
-            runtime.predict(image)
+            runtime.predict(inputs[setting])
     for _ in range(rounds):
         for setting, runtime in runtimes.items():
             for _ in range(calls):
                 start = time.perf_counter()
-                runtime.predict(image)
+                runtime.predict(inputs[setting])
                 times[setting].append(1000 * (time.perf_counter() - start))
     return {s: round(float(np.median(t)), 4) for s, t in times.items()}
 

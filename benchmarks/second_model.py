@@ -7,8 +7,10 @@ calibrated INT8 on TFLite, ONNX Runtime and OpenVINO; PublicTest top-1 of each.
         --epochs 8 --json reports/second_model.json
 
 A model file already at --model is reused (no training; --reestimate-bn re-estimates its
-batch-norm statistics first). The export is the command a
-user runs (the preprocessing given on the command line):
+batch-norm statistics first). --targets picks engines; --calib-method, --equalize,
+--bias-correction / --no-bias-correction and --keep-float are the export's post-training
+INT8 fixes (docs/quantization.md). The export is the command a user runs (the preprocessing
+given on the command line):
 
     edgefer export runs/mnv3s-min.keras --input-scale 0.00784313725 --input-offset -1 \\
         --target all --precision fp32,int8
@@ -99,6 +101,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("exports/second-model"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--reestimate-bn", action="store_true")
+    parser.add_argument("--targets", default="tflite,onnx,openvino")
+    parser.add_argument("--calib-method", default="minmax")
+    parser.add_argument("--equalize", action="store_true")
+    parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction,
+                        default=None)
+    parser.add_argument("--keep-float", default="", help="Keras layer names, comma between.")
     args = parser.parse_args()
     result: dict = {"model": "keras.applications.MobileNetV3Small(minimalistic=True)"}
     if not args.model.exists():
@@ -114,19 +122,24 @@ def main() -> None:
     from edgefer.export import Precision, Target, export_all
     from edgefer.export.user_model import InputSpec
 
-    pairs = [(t, p) for t in Target for p in (Precision.FP32, Precision.INT8)]
+    targets = [Target(t.strip()) for t in args.targets.split(",")]  # ncnn, MNN: no INT8
+    pairs = [(t, p) for t in targets for p in (Precision.FP32, Precision.INT8)]
     spec = InputSpec(PREPROCESS.scale, PREPROCESS.offset)
     test = load_split(args.data, "test")
     result["images"] = len(test)
     rows = {}
     for r in export_all(args.model, pairs, args.out, args.data, user_input=spec,
-                        int8_source="calibrate", min_agreement=0.0):
+                        int8_source="calibrate", min_agreement=0.0, equalize=args.equalize,
+                        bias_correction=args.bias_correction, keep_float=args.keep_float,
+                        calib_method=args.calib_method):
         accuracy, picks = top1(r.path, test)
         rows[f"{r.options.target.value} {r.options.precision.value}"] = {
             "file": r.path.name, "top1": accuracy, "parity": r.parity.agreement, "picks": picks}
         print(f"{r.path.name}: top-1 {accuracy:.2%}, parity {r.parity.agreement:.1%}",
               flush=True)
-    for target in Target:
+    result["fixes"] = {k: getattr(args, k) for k in
+                       ("calib_method", "equalize", "bias_correction", "keep_float")}
+    for target in targets:
         fp32, int8 = rows[f"{target.value} fp32"], rows[f"{target.value} int8"]
         int8["drop_points"] = 100 * (fp32["top1"] - int8["top1"])
         int8["agreement_with_fp32"] = float(np.mean(fp32["picks"] == int8["picks"]))
