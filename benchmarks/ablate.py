@@ -180,10 +180,9 @@ def write_outputs(args, results: dict) -> None:
 
 
 def _machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
-    return f"{model}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end"
+    from edgefer.bench.context import cpu_model, usable_cores
+
+    return f"{cpu_model()}, {usable_cores()} cores, load {os.getloadavg()[0]:.1f} at the end"
 
 
 if __name__ == "__main__":
