@@ -4,9 +4,10 @@ Each candidate is the base config with a few options changed, trained for the sa
 of float epochs in a child process of its own (fresh TensorFlow), one after another; a
 candidate that costs more per epoch (a wider model) is given fewer epochs in its own
 options (``model.width=1.25,epochs=1``), so that each gets about the same CPU time. The
-table gives each candidate's validation accuracy per epoch, its best and last epoch,
-images/s and the CPU time it used; the plot its learning curves. Candidates are compared
-on validation only (never on PublicTest).
+table gives each candidate's validation accuracy per epoch, its best and last epoch, the
+saved (best) model's macro-F1 on the validation slice, images/s and the CPU time it used;
+the plot its learning curves. Candidates are compared on validation only (never on
+PublicTest).
 
     python benchmarks/ablate.py --base models/edgefer-mnv3s-v5.toml \\
         --init-from models/campaign/edgefer-mnv3s-v5-float --epochs 2 \\
@@ -62,15 +63,35 @@ def run_name(candidate: str) -> str:
     return "ablate-" + re.sub(r"[^A-Za-z0-9.]+", "-", candidate).strip("-")
 
 
-def child(base: str, candidate: str, epochs: int, init_from: str, data: str) -> None:
-    """Trains one candidate's float stage (in this process)."""
+def candidate_config(base: str, candidate: str, epochs: int, init_from: str, data: str):
     from edgefer.train.config import load_config
-    from edgefer.train.run import Trainer
 
     overrides = {"name": run_name(candidate), "out": str(OUT), "epochs": epochs,
                  "qat_epochs": 0, "prune": False, "init_from": init_from or None,
                  "data": data or None, **parse_candidate(candidate)}
-    Trainer(load_config(base, **overrides), log=print).run()
+    return load_config(base, **overrides)
+
+
+def child(base: str, candidate: str, epochs: int, init_from: str, data: str) -> None:
+    """Trains one candidate's float stage (in this process)."""
+    from edgefer.train.run import Trainer
+
+    Trainer(candidate_config(base, candidate, epochs, init_from, data), log=print).run()
+
+
+def validation_scores(config) -> dict:
+    """Top-1 and macro-F1 of the candidate's saved model on its validation slice: the
+    logs have top-1 only, and class weights trade top-1 for the rare classes' recall."""
+    from edgefer.bench.accuracy import score
+    from edgefer.runtimes import load_runtime
+    from edgefer.train.run import train_val_split
+
+    val = train_val_split(config)[1]
+    runtime = load_runtime(config.run_dir / "float" / "model")
+    predicted = runtime.predict_faces(val.images).argmax(axis=1)
+    scores = score(val.labels, predicted, split="validation")
+    return {"val_top1": scores.top1, "val_macro_f1": scores.macro_f1,
+            "val_recall": {name: c.recall for name, c in scores.per_class.items()}}
 
 
 def train_candidate(args, candidate: str, epochs: int) -> dict:
@@ -105,7 +126,8 @@ def read_run(candidate: str) -> dict:
 
 def markdown(results: dict, baseline: str | None) -> str:
     lines = ["| candidate | epochs | validation per epoch | best | last | vs baseline (best) "
-             "| training acc. (last) | images/s | CPU min |", "|---" * 9 + "|"]
+             "| macro-F1 (best) | training acc. (last) | images/s | CPU min |",
+             "|---" * 10 + "|"]
     ref = results[baseline]["best_val"] if baseline else None
     for name, r in results.items():
         delta = f"{100 * (r['best_val'] - ref):+.2f}" if ref is not None else "-"
@@ -113,9 +135,14 @@ def markdown(results: dict, baseline: str | None) -> str:
         curve = ", ".join(f"{100 * v:.1f}" for v in r["val_accuracy"])
         lines.append(f"| {name} | {len(r['val_accuracy'])} | {curve} "
                      f"| {100 * r['best_val']:.2f}% | {100 * r['last_val']:.2f}% | {delta} "
+                     f"| {_pct(r.get('val_macro_f1'))} "
                      f"| {100 * r['train_accuracy'][-1]:.1f}% "
                      f"| {r['median_images_per_s']:.0f} | {cpu} |")
     return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -158,8 +185,10 @@ def main() -> None:
     results = {}
     for candidate in args.candidates:
         timing = train_candidate(args, candidate, args.epochs)
+        config = candidate_config(args.base, candidate, args.epochs, args.init_from,
+                                  args.data)
         results[candidate] = {"changes": parse_candidate(candidate), **timing,
-                              **read_run(candidate)}
+                              **read_run(candidate), **validation_scores(config)}
         write_outputs(args, results)
 
 

@@ -49,10 +49,35 @@ def test_finished_runs_are_read_not_trained(ablate, tmp_path, monkeypatch, capsy
         rows += [f"{i},0.7,100,1.0,{v},1.2" for i, v in enumerate(curve)]
         (folder / "log.csv").write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(ablate.subprocess, "call", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(ablate, "candidate_config", lambda *a: None)
+    monkeypatch.setattr(ablate, "validation_scores", lambda config: {"val_macro_f1": 0.5512})
     monkeypatch.setattr(sys, "argv", ["ablate.py", "--base", "x.toml", "--json", "a.json",
                                       "baseline", "label_smoothing=0"])
     ablate.main()
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["candidates"]["label_smoothing=0"]["best_val"] == 0.62
-    assert "| label_smoothing=0 | 2 | 62.0, 61.5 | 62.00% | 61.50% | +1.00 |" in record["table"]
+    assert "| label_smoothing=0 | 2 | 62.0, 61.5 | 62.00% | 61.50% | +1.00 | 55.12% |" \
+        in record["table"]
     assert "never PublicTest" in record["selection"]
+
+
+@pytest.mark.tf
+def test_validation_scores_use_the_runs_own_validation_slice(ablate, tmp_path, monkeypatch,
+                                                              synthetic_fer, tiny_model_dirs):
+    import shutil
+
+    from edgefer.bench.accuracy import score
+    from edgefer.runtimes import load_runtime
+    from edgefer.train.run import train_val_split
+
+    monkeypatch.chdir(tmp_path)
+    config = ablate.candidate_config(str(REPO / "models" / "edgefer-mnv3s-v5.toml"),
+                                     "class_weights=none", 2, "", str(synthetic_fer))
+    shutil.copytree(tiny_model_dirs["float"], config.run_dir / "float" / "model")
+    scores = ablate.validation_scores(config)
+    train, val = train_val_split(config)
+    assert 0 < len(val) < len(train)
+    predicted = load_runtime(tiny_model_dirs["float"]).predict_faces(val.images).argmax(1)
+    expected = score(val.labels, predicted)
+    assert (scores["val_top1"], scores["val_macro_f1"]) == (expected.top1, expected.macro_f1)
+    assert set(scores["val_recall"]) == set(expected.per_class)

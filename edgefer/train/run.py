@@ -64,6 +64,16 @@ def split_train_val(train: FerSplit, fraction: float, seed: int) -> tuple[FerSpl
     return train.subset(keep), train.subset(val_index)
 
 
+def train_val_split(config: TrainConfig, full: FerSplit | None = None
+                    ) -> tuple[FerSplit, FerSplit]:
+    """The training images and the validation slice a run with ``config`` uses (its
+    model selection's data); ``full``: the training split, if already loaded."""
+    if full is None:
+        full = load_split(config.data_path(), "train", skip_bad=True)
+    data = _without_blanks(full).limit(config.limit)
+    return split_train_val(data, config.val_fraction, config.seed)
+
+
 def _without_blanks(split: FerSplit) -> FerSplit:
     """FER2013 has a few all-black training images: they teach nothing."""
     blank = {p.where for p in split.problems if p.kind == "blank"}
@@ -297,8 +307,7 @@ class Trainer:
         full = load_split(data_path, "train", skip_bad=True)
         self.data_identity = {"path": str(Path(data_path).resolve()),
                               "train_sha256": full.content_sha256()}
-        data = _without_blanks(full).limit(config.limit)
-        self.train, self.val = split_train_val(data, config.val_fraction, config.seed)
+        self.train, self.val = train_val_split(config, full)
         self.log(f"train {len(self.train)} images, validation {len(self.val)} "
                  f"(stratified {config.val_fraction:.0%} of the training split)")
 
