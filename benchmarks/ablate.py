@@ -96,8 +96,11 @@ def validation_scores(config) -> dict:
 
 def train_candidate(args, candidate: str, epochs: int) -> dict:
     folder = OUT / run_name(candidate)
+    timing_file = folder / "ablation_timing.json"
     if (folder / "float" / "done.json").is_file():
         print(f"{candidate}: done before, read from {folder}", flush=True)
+        if timing_file.is_file():
+            return json.loads(timing_file.read_text())
         return {"seconds": None, "cpu_seconds": None}
     print(f"{candidate}: {epochs} epoch(s) -> {folder}", flush=True)
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
@@ -109,7 +112,9 @@ def train_candidate(args, candidate: str, epochs: int) -> dict:
     if code != 0:
         raise SystemExit(f"{candidate}: training failed (exit {code}); see {log.name}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"seconds": round(time.monotonic() - start, 1), "cpu_seconds": round(cpu, 1)}
+    timing = {"seconds": round(time.monotonic() - start, 1), "cpu_seconds": round(cpu, 1)}
+    timing_file.write_text(json.dumps(timing) + "\n")  # for a later run that reads it
+    return timing
 
 
 def read_run(candidate: str) -> dict:
@@ -155,6 +160,7 @@ def plot(results: dict, path: Path) -> None:
     for name, r in results.items():
         epochs = range(1, len(r["val_accuracy"]) + 1)
         ax.plot(epochs, [100 * v for v in r["val_accuracy"]], marker="o", label=name)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("Ablations at a fixed budget (validation slice)")
