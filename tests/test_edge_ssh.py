@@ -392,7 +392,11 @@ exec {sys.executable} "$@"
     remote_pid = int(pid_files[0].read_text())
     assert _group_alive(remote_pid), "the remote bench should be running"
     proc.send_signal(sig)
-    output = proc.communicate(timeout=60)[0].decode()
+    try:  # a hang guard: on an idle machine the run stops within seconds
+        output = proc.communicate(timeout=180)[0].decode()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"still running 180 s after {sig.name}: {proc.communicate()[0].decode()}")
     assert proc.returncode != 0, output
     assert list(device.remote_tmp.iterdir()) == [], output
     deadline = time.monotonic() + 5
