@@ -22,15 +22,28 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# name -> (batch size, augmentation, inter-op threads, intra-op threads); 0 = TF's default
+
+@dataclass(frozen=True)
+class Setup:
+    batch: int
+    augment: str  # "fused", "keras" or "none"
+    inter_op: int = 0  # threads; 0 = TensorFlow's default
+    intra_op: int = 0
+    model: tuple[tuple[str, object], ...] = ()  # ModelConfig fields other than the default
+
+
+# run 8's architecture (models/edgefer-mnv3l-v8.toml)
+LARGE_075 = (("variant", "large"), ("width", 0.75), ("stem_stride", 2), ("head", 256))
 CONFIGS = {
-    "keras-layers-aug b128": (128, "keras", 0, 0),  # the recipe before the fused augmentation
-    "fused-aug b128": (128, "fused", 0, 0),  # today's recipe
-    "fused-aug b256": (256, "fused", 0, 0),
-    "fused-aug b128 inter1": (128, "fused", 1, 0),
-    "no-aug b128": (128, "none", 0, 0),  # the model alone: the ceiling for input-side work
+    "keras-layers-aug b128": Setup(128, "keras"),  # the recipe before the fused augmentation
+    "fused-aug b128": Setup(128, "fused"),  # today's recipe
+    "fused-aug b256": Setup(256, "fused"),
+    "fused-aug b128 inter1": Setup(128, "fused", inter_op=1),
+    "no-aug b128": Setup(128, "none"),  # the model alone: the ceiling for input-side work
+    "large-0.75 stem2 head256 b128": Setup(128, "fused", model=LARGE_075),
 }
 
 
@@ -66,27 +79,27 @@ def _dataset(tf, keras, images, labels, batch: int, aug: str):
 
 
 def run_child(name: str, data: str, images_n: int, steps: int) -> dict:
-    batch, aug, inter, intra = CONFIGS[name]
+    setup = CONFIGS[name]
     from edgefer._tf import keras, tf
 
     tf_, keras_ = tf(), keras()
-    if inter:
-        tf_.config.threading.set_inter_op_parallelism_threads(inter)
-    if intra:
-        tf_.config.threading.set_intra_op_parallelism_threads(intra)
+    if setup.inter_op:
+        tf_.config.threading.set_inter_op_parallelism_threads(setup.inter_op)
+    if setup.intra_op:
+        tf_.config.threading.set_intra_op_parallelism_threads(setup.intra_op)
     from edgefer.data import load_split
     from edgefer.model.mobilenetv3 import ModelConfig, build_model
 
     split = load_split(data, "train", skip_bad=True).limit(images_n)
-    model = build_model(ModelConfig())
+    model = build_model(ModelConfig(**dict(setup.model)))
     model.compile(keras_.optimizers.AdamW(1e-3),
                   keras_.losses.CategoricalCrossentropy(label_smoothing=0.1))
-    ds = _dataset(tf_, keras_, split.images, split.labels, batch, aug)
+    ds = _dataset(tf_, keras_, split.images, split.labels, setup.batch, setup.augment)
     model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # trace and warm up
     wall, cpu = time.perf_counter(), time.process_time()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    images = steps * batch
+    images = steps * setup.batch
     return {"config": name, "images": images, "wall_s": wall, "cpu_s": cpu,
             "images_per_s": images / wall, "images_per_cpu_s": images / cpu}
 
@@ -161,8 +174,8 @@ def main() -> None:
         print(f"{row['config']:26s} {row['images_per_s']:7.1f} img/s ({row['ratio_wall']:.2f}x)"
               f"  {row['images_per_cpu_s']:7.1f} img/CPU-s ({row['ratio_cpu']:.2f}x)")
     result = {"machine": _machine(), "rounds": args.rounds, "steps": args.steps,
-              "configs": {n: dict(zip(("batch", "augment", "inter_op", "intra_op"), CONFIGS[n],
-                                      strict=True)) for n in names},
+              "configs": {n: {**asdict(CONFIGS[n]), "model": dict(CONFIGS[n].model)}
+                          for n in names},
               "summary": summary, "runs": runs}
     if args.profile:
         result["profile_cpu_ms_per_batch128"] = profile_layers(128)

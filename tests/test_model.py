@@ -40,6 +40,27 @@ def test_stem_stride_follows_input_size():
         ModelConfig(input_size=32)
 
 
+@pytest.mark.parametrize(("head", "units"), [(-1, 1024), (256, 256), (0, None)])
+def test_head_width_is_an_option(head, units):
+    from edgefer.model.mobilenetv3 import ModelConfig, build_model
+
+    model = build_model(ModelConfig(width=0.25, head=head))
+    names = {layer.name for layer in model.layers}
+    if units is None:
+        assert "head" not in names and model.get_layer("logits").input.shape[-1] == 144
+    else:
+        assert model.get_layer("head").units == units
+    with pytest.raises(ConfigError, match="head"):
+        ModelConfig(head=-2)
+
+
+def test_large_with_a_stride_2_stem_ends_at_2x2():
+    from edgefer.model.mobilenetv3 import ModelConfig, build_model
+
+    model = build_model(ModelConfig(variant="large", width=0.75, stem_stride=2, head=256))
+    assert model.get_layer("last_act").output.shape[1:] == (2, 2, 720)
+
+
 def test_readiness_check_names_the_bad_layer(keras_):
     from edgefer.model.qat import check_qat_ready
 

@@ -116,3 +116,25 @@ def test_gpu_train_script_trains_every_stage_on_the_cpu_with_tiny_settings(tmp_p
     again = Trainer(config, log=logs.append).run()
     assert again["stages"] == summary["stages"]
     assert sum("already done, skipped" in line for line in logs) == 4, logs
+
+
+@pytest.mark.parametrize("prebuilt", [False, True])
+def test_a_stage_traces_its_training_step_once(prebuilt):
+    """Variables made inside the first step make TensorFlow trace the step twice; the
+    Trainer makes them first (``build_for_fit``), so a stage traces once."""
+    from edgefer._tf import keras
+    from edgefer.train.run import build_for_fit
+
+    k = keras()
+    model = k.Sequential([k.layers.Input((8, 8, 1)), k.layers.Conv2D(4, 3),
+                          k.layers.BatchNormalization(), k.layers.GlobalAveragePooling2D(),
+                          k.layers.Dense(7, activation="softmax")])
+    model.compile(k.optimizers.AdamW(1e-3), k.losses.CategoricalCrossentropy(0.1),
+                  metrics=["accuracy"])
+    if prebuilt:
+        build_for_fit(model)
+    x = np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32)
+    y = np.eye(7, dtype=np.float32)[np.arange(32) % 7]
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, sample_weight=np.ones(32))
+    assert model.train_function.experimental_get_tracing_count() == (1 if prebuilt else 2)
+    assert 0.0 <= model.evaluate(x, y, verbose=0)[1] <= 1.0

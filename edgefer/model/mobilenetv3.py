@@ -1,9 +1,11 @@
 """MobileNetV3 Small/Large for 48x48 gray faces, as a Functional tf-keras model.
 
-The stock network (stem stride 2, total stride 32) ends at a 2x2 map on a 48 px face,
-too coarse for the mouth/eye shapes expressions live in. For inputs up to 64 px the
-stem uses stride 1 (total stride 16): a 48 px face ends at 3x3, and the compute equals
-the stock network on a 96 px image (about 10 MMACs for Small).
+The stock network (stem stride 2, total stride 32) ends at a 2x2 map on a 48 px face.
+For inputs up to 64 px the stem uses stride 1 by default (total stride 16): a 48 px face
+ends at 3x3, and the compute equals the stock network on a 96 px image (about 10 MMACs
+for Small). ``stem_stride = 2`` with the Large variant trades that resolution for width
+(docs/training.md compares them); ``head`` shrinks the dense layer before the classifier,
+which holds most of the parameters of a 7-class model.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class ModelConfig:
     num_classes: int = NUM_CLASSES
     dropout: float = 0.2
     stem_stride: int = 0  # 0: 1 for inputs up to 64 px, else 2
+    # units of the dense layer between pooling and the classifier: -1 the stock width
+    # (1024 Small, 1280 Large: most of the parameters of a 7-class model), 0 none
+    head: int = -1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", Variant(self.variant))
@@ -70,6 +75,8 @@ class ModelConfig:
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if self.stem_stride not in (0, 1, 2):
             raise ConfigError(f"stem_stride must be 0 (auto), 1 or 2, got {self.stem_stride}")
+        if self.head < -1:
+            raise ConfigError(f"head must be -1 (stock), 0 (none) or a unit count, got {self.head}")
 
     @property
     def effective_stem_stride(self) -> int:
@@ -138,12 +145,14 @@ def build_model(config: ModelConfig = ModelConfig()):
     x = HardSwish(name="stem_act")(x)
     for index, spec in enumerate(_BLOCKS[config.variant]):
         x = _inverted_residual(x, spec, config.width, index)
-    last_conv, head = _LAST[config.variant]
+    last_conv, stock_head = _LAST[config.variant]
     x = _conv_bn(x, _divisible(last_conv * config.width), 1, 1, "last")
     x = HardSwish(name="last_act")(x)
     x = _layers.GlobalAveragePooling2D(name="pool")(x)
-    x = _layers.Dense(head, name="head")(x)
-    x = HardSwish(name="head_act")(x)
+    head = stock_head if config.head == -1 else config.head
+    if head:
+        x = _layers.Dense(head, name="head")(x)
+        x = HardSwish(name="head_act")(x)
     x = _layers.Dropout(config.dropout, name="dropout")(x)
     x = _layers.Dense(config.num_classes, name="logits")(x)
     outputs = _layers.Softmax(name="probabilities")(x)
