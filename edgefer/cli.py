@@ -182,7 +182,10 @@ def _data_or_default(path: Path | None) -> Path:
 @click.option("--ema", type=float, default=None, metavar="MOMENTUM",
               help="Float stage: validate and keep a moving average of the weights "
               "(e.g. 0.998; 0: off).")
-@click.option("--variant", "model__variant", type=click.Choice(["small", "large"]), default=None)
+@click.option("--architecture", default=None,
+              help="Network (default mobilenetv3; minixception: fer's 60k-parameter model).")
+@click.option("--variant", "model__variant", type=click.Choice(["small", "large"]), default=None,
+              help="MobileNetV3 variant.")
 @click.option("--width", "model__width", type=float, default=None, help="Width multiplier.")
 @click.option("--input-size", "model__input_size", type=int, default=None)
 @click.option("--mixup", "augment__mixup", type=float, default=None, help="Mixup alpha (0: off).")

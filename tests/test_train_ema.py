@@ -77,3 +77,28 @@ def test_validation_sees_the_average_and_training_the_raw_weights():
     model.set_weights(spy.steps[-1])
     raw_accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), 1) == y))
     assert spy.raw_scores[1] == pytest.approx(raw_accuracy)
+
+
+@pytest.mark.tf
+def test_qat_average_leaves_the_quantizer_ranges_alone():
+    """QAT and PQAT average the weights too, but not the fake-quant ranges (their own
+    moving averages) nor step counters."""
+    from edgefer._tf import keras
+    from edgefer.model import qat
+    from edgefer.train.run import WeightAverage
+
+    k = keras()
+    inputs = k.layers.Input((8, 8, 1))
+    x = k.layers.Conv2D(4, 3, use_bias=False)(inputs)
+    x = k.layers.BatchNormalization()(x)
+    x = k.layers.ReLU()(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    model = qat.quantize(k.Model(inputs, k.layers.Dense(3)(x)))
+    average = WeightAverage(0.9)
+    average.set_model(model)
+    names = [w.name.split("/")[-1] for w in average._weights()]
+    assert any(n.startswith("kernel") for n in names)
+    assert any(n.startswith("moving_mean") for n in names)
+    assert not [n for n in names if n.split(":")[0].endswith(("_min", "_max", "optimizer_step"))]
+    floating = [w for w in model.weights if w.dtype.is_floating]
+    assert len(names) < len(floating)  # the ranges exist, and are left out

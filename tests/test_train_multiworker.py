@@ -1,5 +1,6 @@
 """Multi-worker training with real worker processes: two ``edgefer train --workers`` on
-127.0.0.1 (free ports chosen here), synthetic faces, a width-0.25 model.
+127.0.0.1 (free ports chosen here), synthetic faces, mini-Xception (every stage) or a
+width-0.25 MobileNetV3.
 
 Every worker gets its own TMPDIR, so that what a worker that is not the chief leaves
 behind can be checked.
@@ -23,6 +24,10 @@ import pytest
 
 STAGES = ("float", "qat", "prune", "pqat")
 TINY = ["--batch-size", "16", "--width", "0.25"]
+# every stage's setup (building, QAT-wrapping, tracing the step under the strategy) grows
+# with the number of layers: mini-Xception has 54, MobileNetV3-Small 190 (442 s for this
+# test on the idle 2-core VM with MobileNetV3)
+QUICK = ["--batch-size", "16", "--architecture", "minixception", "--prune-min-weights", "0"]
 # an upper bound, not the expected time: on a 2-core machine shared with other jobs (load
 # average 14) two workers took 48 min over every stage
 TIMEOUT_S = 5400
@@ -117,13 +122,13 @@ def test_two_workers_train_every_stage(synthetic_fer, tmp_path, workers):
 
     out = tmp_path / "runs"
     args = ["--data", str(synthetic_fer), "--out", str(out), "--epochs", "1",
-            "--qat-epochs", "1", "--prune-epochs", "1", *TINY]
+            "--qat-epochs", "1", "--prune-epochs", "1", *QUICK]
     cpu, started = _children_cpu_s(), time.monotonic()
     group = workers(_free_ports(2), args)
     assert group.wait() == [0, 0], group.output()
     print(f"two workers, every stage: {time.monotonic() - started:.0f} s, "
           f"{_children_cpu_s() - cpu:.0f} CPU-s together")
-    run_dir = out / "edgefer-mnv3s"
+    run_dir = out / "edgefer-minixception"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["stages"]) == set(STAGES)
     # the chief reports; the other worker says so and leaves no scratch folder behind

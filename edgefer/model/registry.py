@@ -21,6 +21,7 @@ from edgefer.errors import ModelError
 # name -> the module that registers it
 BUILTIN: dict[str, str] = {
     "mobilenetv3": "edgefer.model.mobilenetv3",
+    "minixception": "edgefer.model.minixception",
 }
 # what a model.json without an ``architecture`` holds
 DEFAULT_ARCHITECTURE = "mobilenetv3"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import tomllib
 
-from edgefer.errors import ConfigError
+from edgefer.errors import ConfigError, ModelError
 from edgefer.model.mobilenetv3 import ModelConfig
+from edgefer.model.registry import DEFAULT_ARCHITECTURE, architecture
 
 
 class Optimizer(str, Enum):
@@ -52,10 +53,12 @@ class Augment:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    name: str = "edgefer-mnv3s"
+    name: str = ""  # the run's folder under ``out``; default: edgefer-<architecture>
     data: str = ""
     out: str = "runs"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # a name in edgefer.model.registry; [model] holds that architecture's options
+    architecture: str = DEFAULT_ARCHITECTURE
+    model: object = field(default_factory=ModelConfig)
     augment: Augment = field(default_factory=Augment)
     epochs: int = 30
     prune: bool = True
@@ -95,6 +98,10 @@ class TrainConfig:
                 except ValueError:
                     choices = ", ".join(e.value for e in _ENUMS[f.type])
                     raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}") from None
+        self._check_architecture()
+        if not self.name:
+            short = "mnv3s" if self.architecture == DEFAULT_ARCHITECTURE else self.architecture
+            object.__setattr__(self, "name", f"edgefer-{short}")
         if self.epochs < 0 or self.batch_size < 1:
             raise ConfigError("epochs must be at least 0 and batch_size at least 1")
         if self.epochs == 0 and not self.init_from:
@@ -109,6 +116,19 @@ class TrainConfig:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
 
+    def _check_architecture(self) -> None:
+        try:
+            chosen = architecture(self.architecture)
+        except ModelError as exc:
+            raise ConfigError(str(exc)) from None
+        if type(self.model) is chosen.config:
+            return
+        if self.model == ModelConfig():  # the default: this architecture's defaults
+            object.__setattr__(self, "model", chosen.config())
+            return
+        raise ConfigError(f"the model options are a {type(self.model).__name__}, not the "
+                          f"options of {self.architecture} ({chosen.config.__name__})")
+
     def to_dict(self) -> dict:
         """Every option as JSON-able values: sections as dicts, enums as their values."""
         def plain(value):
@@ -117,7 +137,7 @@ class TrainConfig:
         record = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _NESTED:
+            if f.name in _SECTIONS:
                 value = {g.name: plain(getattr(value, g.name)) for g in fields(value)}
             record[f.name] = plain(value)
         return record
@@ -138,7 +158,7 @@ class TrainConfig:
 
 _ENUMS = {"Optimizer": Optimizer, "Schedule": Schedule, "Loss": Loss,
           "ClassWeights": ClassWeights, "Strategy": Strategy}
-_NESTED = {"model": ModelConfig, "augment": Augment}
+_SECTIONS = ("model", "augment")  # TOML sections: [model] (the architecture's options), [augment]
 
 
 def load_config(path: str | os.PathLike | None, **overrides) -> TrainConfig:
@@ -168,11 +188,29 @@ def _from_dict(raw: dict) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
     values = dict(raw)
+    if "augment" in values:
+        values["augment"] = _section(Augment, values["augment"], "[augment]")
+    if "model" in values:
+        name = values.get("architecture", DEFAULT_ARCHITECTURE)
+        try:
+            options = architecture(name).config
+        except ModelError as exc:
+            raise ConfigError(str(exc)) from None
+        values["model"] = _section(options, values["model"], f"[model] of {name}")
     try:
-        for name, cls in _NESTED.items():
-            if name in values:
-                values[name] = cls(**values[name])
         return TrainConfig(**values)
     except TypeError as exc:
         raise ConfigError(f"invalid training option: {exc}") from exc
+
+
+def _section(cls: type, values: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) in {where}: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known))})")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"invalid option in {where}: {exc}") from exc
 

@@ -237,7 +237,10 @@ class WeightAverage(_keras.callbacks.Callback):
         self.steps = 0
 
     def _weights(self) -> list:
-        return [w for w in self.model.weights if w.dtype.is_floating]
+        """The trained weights and batch-norm statistics: not a QAT model's quantizer
+        ranges, which fake-quantization keeps as its own moving averages."""
+        return [w for w in self.model.weights if w.dtype.is_floating
+                and (w.trainable or _is_batchnorm_statistic(w))]
 
     def on_train_begin(self, logs=None):
         self.average = [w.numpy() for w in self._weights()]
@@ -272,6 +275,10 @@ class WeightAverage(_keras.callbacks.Callback):
     def _hold(self, values: list[np.ndarray]) -> None:
         for weight, value in zip(self._weights(), values, strict=True):
             weight.assign(value)
+
+
+def _is_batchnorm_statistic(weight) -> bool:
+    return weight.name.split("/")[-1].startswith(("moving_mean", "moving_variance"))
 
 
 class FromChief(_keras.callbacks.Callback):
@@ -541,8 +548,9 @@ class Trainer:
             # right after the restore, before anything reads the weights (KeepZeros)
             *([FromChief(self.strategy, stage.value in self.backed_up)] if self.cluster
               else []),
+            # not while pruning: an average of kernels blurs the masks pruning computes
             *([WeightAverage(self.config.ema, raw_validation=self._val_ds())]
-              if self.config.ema and stage is Stage.FLOAT else []),
+              if self.config.ema and stage is not Stage.PRUNE else []),
             # an epoch backed up is logged before anything else can fail (a save is a
             # collective when several workers train): a resumed run's log misses no epoch
             throughput,
