@@ -131,6 +131,29 @@ def test_a_saved_model_records_its_architecture(tmp_path):
     assert stage is Stage.FLOAT and model.count_params() > 0
 
 
+@pytest.mark.tf
+def test_training_picks_the_architecture_by_name(tmp_path):
+    from edgefer.model.minixception import MiniXceptionConfig
+    from edgefer.model.registry import build_model
+    from edgefer.model.store import Stage, load_model, read_record, save_model
+    from edgefer.preprocess import ModelInfo
+    from edgefer.train.config import load_config
+
+    config = load_config(None, architecture="minixception", **{"model.width": 0.5})
+    assert config.model == MiniXceptionConfig(width=0.5) and config.name == "edgefer-minixception"
+    assert config.to_dict()["model"]["width"] == 0.5
+    assert load_config(None).name == "edgefer-mnv3s"
+    with pytest.raises(ConfigError, match=r"unknown option.*minixception: variant"):
+        load_config(None, architecture="minixception", **{"model.variant": "large"})
+    with pytest.raises(ConfigError, match="unknown model architecture 'vit'"):
+        load_config(None, architecture="vit")
+    folder = save_model(build_model(config.model), tmp_path / "m", config.model, Stage.FLOAT,
+                        ModelInfo(name="m"))
+    assert read_record(folder)["architecture"] == "minixception"
+    model, _, _ = load_model(folder)
+    assert model.count_params() == build_model(config.model).count_params() < 60_000
+
+
 def test_a_second_engine_runs_the_same_onnx_file(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
