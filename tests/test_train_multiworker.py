@@ -25,7 +25,7 @@ import pytest
 STAGES = ("float", "qat", "prune", "pqat")
 TINY = ["--batch-size", "16", "--width", "0.25"]
 # every stage's setup (building, QAT-wrapping, tracing the step under the strategy) grows
-# with the number of layers: mini-Xception has 54, MobileNetV3-Small 190 (442 s for this
+# with the number of layers: mini-Xception has 54, MobileNetV3-Small 159 (442 s for this
 # test on the idle 2-core VM with MobileNetV3)
 QUICK = ["--batch-size", "16", "--architecture", "minixception", "--prune-min-weights", "0"]
 # an upper bound, not the expected time: on a 2-core machine shared with other jobs (load
