@@ -180,8 +180,8 @@ def _data_or_default(path: Path | None) -> Path:
 @click.option("--loss", type=click.Choice(["crossentropy", "focal"]), default=None)
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]), default=None)
 @click.option("--ema", type=float, default=None, metavar="MOMENTUM",
-              help="Float stage: validate and keep a moving average of the weights "
-              "(e.g. 0.998; 0: off).")
+              help="Validate and keep a moving average of the weights in the float, QAT "
+              "and PQAT stages (e.g. 0.998; 0: off).")
 @click.option("--architecture", default=None,
               help="Network (default mobilenetv3; minixception: fer's 60k-parameter model).")
 @click.option("--variant", "model__variant", type=click.Choice(["small", "large"]), default=None,

@@ -76,8 +76,9 @@ class TrainConfig:
     schedule: Schedule = Schedule.COSINE
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
-    # float stage: validate, checkpoint and save an exponential moving average of the
-    # weights with this momentum (0: off; 0.998 remembers about 500 steps)
+    # float, QAT and PQAT stages (not pruning): validate, checkpoint and save an
+    # exponential moving average of the weights with this momentum (0: off; 0.998
+    # remembers about 500 steps)
     ema: float = 0.0
     loss: Loss = Loss.CROSSENTROPY
     focal_gamma: float = 2.0
