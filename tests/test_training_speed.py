@@ -129,7 +129,7 @@ def test_a_stage_traces_its_training_step_once(prebuilt):
     model = k.Sequential([k.layers.Input((8, 8, 1)), k.layers.Conv2D(4, 3),
                           k.layers.BatchNormalization(), k.layers.GlobalAveragePooling2D(),
                           k.layers.Dense(7, activation="softmax")])
-    model.compile(k.optimizers.AdamW(1e-3), k.losses.CategoricalCrossentropy(0.1),
+    model.compile(k.optimizers.AdamW(1e-3), k.losses.CategoricalCrossentropy(label_smoothing=0.1),
                   metrics=["accuracy"])
     if prebuilt:
         build_for_fit(model)
