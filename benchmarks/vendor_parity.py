@@ -88,9 +88,22 @@ def _find(pattern: str, text: str, what: str) -> float:
     return float(match.group(1))
 
 
+_UNIT_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "\u00b5s": 1e-3, "ns": 1e-6}
+_UNIT = r"\s+(s|ms|us|\u00b5s|ns)\b"
+
+
+def _find_ms(pattern: str, text: str, what: str) -> float:
+    """A duration in milliseconds; ``pattern`` ends where its number and unit follow
+    (benchmark_app prints ``600.22 us`` below a millisecond and ``1.16 ms`` above)."""
+    match = re.search(pattern + _NUMBER + _UNIT, text, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"no {what} in the tool's output")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
 def parse_litert(text: str) -> dict[str, float]:
     """``litert-benchmark``'s result block: ``Inference (median):    0.73 ms`` and so on."""
-    out = {key: _find(rf"^Inference \({key}\):\s+{_NUMBER} ms", text, f"{key} latency")
+    out = {key: _find_ms(rf"^Inference \({key}\):\s+", text, f"{key} latency")
            for key in ("median", "avg", "min", "max")}
     out["runs"] = _find(r"^Inference \(avg\):\s+[0-9.]+ ms \(([0-9]+) runs\)", text, "run count")
     return {"median_ms": out["median"], "mean_ms": out["avg"], "min_ms": out["min"],
@@ -103,8 +116,8 @@ def parse_benchmark_app(text: str) -> dict[str, float]:
     latency = text[text.index("Latency:"):] if "Latency:" in text else ""
     if not latency:
         raise ValueError("no Latency block in benchmark_app's output")
-    out = {f"{key.lower()}_ms": _find(rf"^\[ INFO \]\s+{key}:\s+{_NUMBER} ms", latency,
-                                      f"{key} latency")
+    out = {f"{key.lower()}_ms": _find_ms(rf"^\[ INFO \]\s+{key}:\s+", latency,
+                                         f"{key} latency")
            for key in ("Median", "Average", "Min", "Max")}
     out["runs"] = int(_find(r"^\[ INFO \] Count:\s+([0-9]+) iterations", text, "count"))
     out["mean_ms"] = out.pop("average_ms")

@@ -76,6 +76,15 @@ def test_parse_benchmark_app(parity):
         "median_ms": 23.88, "mean_ms": 24.25, "min_ms": 1.86, "max_ms": 54.83, "runs": 200}
 
 
+def test_parse_benchmark_app_below_a_millisecond(parity):
+    # under 1 ms benchmark_app switches to microseconds
+    text = BENCHMARK_APP_OUTPUT.replace("23.88 ms", "600.22 us").replace("1.86 ms", "562.24 us")
+    parsed = parity.parse_benchmark_app(text)
+    assert parsed["median_ms"] == pytest.approx(0.60022)
+    assert parsed["min_ms"] == pytest.approx(0.56224)
+    assert parsed["max_ms"] == 54.83
+
+
 @pytest.mark.parametrize("text", ["", "Inference (avg):       3.44 ms (200 runs)\n",
                                   "[ INFO ] Count:  5 iterations\n"])
 def test_output_without_the_numbers_is_an_error(parity, text):
