@@ -33,6 +33,7 @@ class Setup:
     inter_op: int = 0  # threads; 0 = TensorFlow's default
     intra_op: int = 0
     model: tuple[tuple[str, object], ...] = ()  # ModelConfig fields other than the default
+    jit: bool = False  # XLA-compile the training step (the model and loss, not tf.data)
 
 
 # run 8's architecture (models/edgefer-mnv3l-v8.toml)
@@ -43,6 +44,7 @@ CONFIGS = {
     "fused-aug b256": Setup(256, "fused"),
     "fused-aug b128 inter1": Setup(128, "fused", inter_op=1),
     "no-aug b128": Setup(128, "none"),  # the model alone: the ceiling for input-side work
+    "fused-aug b128 xla": Setup(128, "fused", jit=True),
     "large-0.75 stem2 head256 b128": Setup(128, "fused", model=LARGE_075),
 }
 
@@ -93,7 +95,8 @@ def run_child(name: str, data: str, images_n: int, steps: int) -> dict:
     split = load_split(data, "train", skip_bad=True).limit(images_n)
     model = build_model(ModelConfig(**dict(setup.model)))
     model.compile(keras_.optimizers.AdamW(1e-3),
-                  keras_.losses.CategoricalCrossentropy(label_smoothing=0.1))
+                  keras_.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                  jit_compile=setup.jit)
     ds = _dataset(tf_, keras_, split.images, split.labels, setup.batch, setup.augment)
     model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # trace and warm up
     wall, cpu = time.perf_counter(), time.process_time()

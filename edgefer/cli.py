@@ -189,6 +189,11 @@ def _data_or_default(path: Path | None) -> Path:
 @click.option("--width", "model__width", type=float, default=None, help="Width multiplier.")
 @click.option("--input-size", "model__input_size", type=int, default=None)
 @click.option("--mixup", "augment__mixup", type=float, default=None, help="Mixup alpha (0: off).")
+@click.option("--distill-from", "distill__teacher", default=None, metavar="MODEL",
+              help="Distil from this trained edgefer model: its predictions (averaged with "
+              "the mirror image's) become part of every training target.")
+@click.option("--distill-weight", "distill__weight", type=float, default=None,
+              help="The teacher's share of each target (default 0.5).")
 @click.option("--limit", type=int, default=None, help="Use only N training images (smoke runs).")
 @click.option("--init-from", default=None,
               help="Start the float stage from this edgefer model's weights (continue a run).")
@@ -219,7 +224,8 @@ def train(config_path: Path | None, data_path: str | None, workers: str | None,
         options["strategy"] = use_workers(workers, worker_index, options["strategy"])
     config = load_config(config_path, data=data_path, **options)
     check_writable(config.run_dir, folder=True,
-                   inputs=[config_path, config.data or None, config.init_from or None])
+                   inputs=[config_path, config.data or None, config.init_from or None,
+                           config.distill.teacher or None])
     summary = Trainer(config, log=click.echo).run()
     if summary is not None:  # None on the workers that are not the chief
         click.echo(json.dumps(summary["publictest_accuracy_keras"]))

@@ -52,6 +52,23 @@ class Augment:
 
 
 @dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation: a trained model's predictions as part of every training
+    target, ``(1 - weight) * one-hot label + weight * teacher probabilities``."""
+
+    teacher: str = ""  # an edgefer model folder; empty: no distillation
+    weight: float = 0.5  # the teacher's share of each target
+    temperature: float = 1.0  # above 1 softens the teacher's probabilities
+    flip: bool = True  # the teacher's prediction averaged with its mirror image's
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.weight <= 1.0:
+            raise ConfigError(f"distill weight must be in (0, 1], got {self.weight}")
+        if not self.temperature > 0.0:
+            raise ConfigError(f"distill temperature must be above 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     name: str = ""  # the run's folder under ``out``; default: edgefer-<architecture>
     data: str = ""
@@ -60,6 +77,7 @@ class TrainConfig:
     architecture: str = DEFAULT_ARCHITECTURE
     model: object = field(default_factory=ModelConfig)
     augment: Augment = field(default_factory=Augment)
+    distill: Distill = field(default_factory=Distill)
     epochs: int = 30
     prune: bool = True
     prune_epochs: int = 4
@@ -116,6 +134,9 @@ class TrainConfig:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        if self.distill.teacher and self.strategy is Strategy.MULTIWORKER:
+            raise ConfigError("distillation (a [distill] teacher) does not run with "
+                              "--strategy multiworker yet: train with one worker")
 
     def _check_architecture(self) -> None:
         try:
@@ -159,11 +180,12 @@ class TrainConfig:
 
 _ENUMS = {"Optimizer": Optimizer, "Schedule": Schedule, "Loss": Loss,
           "ClassWeights": ClassWeights, "Strategy": Strategy}
-_SECTIONS = ("model", "augment")  # TOML sections: [model] (the architecture's options), [augment]
+# TOML sections: [model] (the architecture's options), [augment], [distill]
+_SECTIONS = ("model", "augment", "distill")
 
 
 def load_config(path: str | os.PathLike | None, **overrides) -> TrainConfig:
-    """A TrainConfig from a TOML file (sections [model], [augment]) and overrides.
+    """A TrainConfig from a TOML file (sections [model], [augment], [distill]) and overrides.
 
     Overrides use flat names; ``model.width=0.75`` style keys reach nested sections.
     """
@@ -189,8 +211,9 @@ def _from_dict(raw: dict) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
     values = dict(raw)
-    if "augment" in values:
-        values["augment"] = _section(Augment, values["augment"], "[augment]")
+    for name, cls in (("augment", Augment), ("distill", Distill)):
+        if name in values:
+            values[name] = _section(cls, values[name], f"[{name}]")
     if "model" in values:
         name = values.get("architecture", DEFAULT_ARCHITECTURE)
         try:

@@ -81,10 +81,12 @@ def _mixup(images, labels, alpha: float):
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
                  batch_size: int, *, training: bool, augment: Augment = Augment(),
-                 seed: int = 0, sample_weights: np.ndarray | None = None):
-    """Batches of (model input, one-hot labels[, sample weights])."""
+                 seed: int = 0, sample_weights: np.ndarray | None = None,
+                 targets: np.ndarray | None = None):
+    """Batches of (model input, one-hot labels[, sample weights]); ``targets``: (N, classes)
+    rows to train towards instead of the one-hot labels (distillation's mixed targets)."""
     x = preprocess(images)
-    y = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[labels] if targets is None else targets
     tensors = (x, y) if sample_weights is None else (x, y, sample_weights.astype(np.float32))
     ds = _tf.data.Dataset.from_tensor_slices(tensors)
     if training:

@@ -30,7 +30,14 @@ from edgefer.data import FerSplit, load_split
 from edgefer.errors import ClusterError, ConfigError
 from edgefer.labels import NUM_CLASSES
 from edgefer.model import qat
-from edgefer.model.store import Stage, build_for_stage, float_twin, load_model, save_model
+from edgefer.model.store import (
+    Stage,
+    build_for_stage,
+    check_record,
+    float_twin,
+    load_model,
+    save_model,
+)
 from edgefer.outputs import write_text_atomic
 from edgefer.preprocess import ModelInfo, Preprocess
 from edgefer.train.cluster import (
@@ -41,6 +48,7 @@ from edgefer.train.cluster import (
     gather_json,
 )
 from edgefer.train.config import ClassWeights, Loss, Optimizer, Schedule, Strategy, TrainConfig
+from edgefer.train.distill import teacher_targets
 from edgefer.train.pipeline import make_dataset
 
 _tf = tf()
@@ -321,6 +329,8 @@ class Trainer:
         self.chief = self.cluster is None or self.cluster.is_chief
         self.done: set[str] | None = None  # multi-worker: the stages the chief had done
         self.backed_up: set[str] = set()  # multi-worker: the chief's stages in progress
+        if config.distill.teacher:  # a wrong teacher fails now, not after the data loads
+            check_record(config.distill.teacher)
         self.strategy = _strategy(config.strategy)
         _keras.utils.set_random_seed(config.seed)
         data_path = config.data_path()
@@ -330,6 +340,7 @@ class Trainer:
         self.train, self.val = train_val_split(config, full)
         self.log(f"train {len(self.train)} images, validation {len(self.val)} "
                  f"(stratified {config.val_fraction:.0%} of the training split)")
+        self._targets: np.ndarray | None = None  # distillation's, made when first needed
 
     def plan(self) -> list[tuple[Stage, Stage | None, int]]:
         """(stage, parent, epochs) in the order they run."""
@@ -571,8 +582,23 @@ class Trainer:
         weights = class_weights(self.train.labels, self.config.class_weights)
         ds = make_dataset(self.train.images, self.train.labels, self.preprocess,
                           self.config.batch_size, training=True, augment=self.config.augment,
-                          seed=self.config.seed, sample_weights=weights[self.train.labels])
+                          seed=self.config.seed, sample_weights=weights[self.train.labels],
+                          targets=self.distill_targets())
         return _by_worker(ds)
+
+    def distill_targets(self) -> np.ndarray | None:
+        """The training targets with the teacher's predictions mixed in (None without a
+        teacher); the class weights stay those of the images' own labels."""
+        distill = self.config.distill
+        if not distill.teacher or self._targets is not None:
+            return self._targets
+        started = time.perf_counter()
+        self._targets = teacher_targets(distill, self.train.images, self.train.labels)
+        agree = float(np.mean(self._targets.argmax(axis=1) == self.train.labels))
+        self.log(f"distillation: {distill.teacher} labelled {len(self.train)} training images "
+                 f"in {time.perf_counter() - started:.0f} s (the mixed target's top class is "
+                 f"the label for {agree:.1%})")
+        return self._targets
 
     def _val_ds(self):
         return _by_worker(make_dataset(self.val.images, self.val.labels, self.preprocess, 256,
