@@ -594,10 +594,12 @@ class Trainer:
             return self._targets
         started = time.perf_counter()
         self._targets = teacher_targets(distill, self.train.images, self.train.labels)
-        agree = float(np.mean(self._targets.argmax(axis=1) == self.train.labels))
+        hard = np.eye(NUM_CLASSES, dtype=np.float32)[self.train.labels]
+        teacher = self._targets - (1.0 - distill.weight) * hard  # weight x its probabilities
+        agree = float(np.mean(teacher.argmax(axis=1) == self.train.labels))
         self.log(f"distillation: {distill.teacher} labelled {len(self.train)} training images "
-                 f"in {time.perf_counter() - started:.0f} s (the mixed target's top class is "
-                 f"the label for {agree:.1%})")
+                 f"in {time.perf_counter() - started:.0f} s (its top class is the label for "
+                 f"{agree:.1%})")
         return self._targets
 
     def _val_ds(self):
