@@ -335,9 +335,20 @@ def test_device_without_python(device, tiny_tflite):
                      device.options(python="/nonexistent/python3"))
 
 
+# A process inherits SIGINT ignored or blocked from a parent that had it so when it forked
+# (glibc's system(), run by any thread of the pytest worker, ignores SIGINT process-wide
+# while it waits). A user's shell starts edgefer with the default; so does the driver, and
+# it says when it had to.
 DRIVER = """\
+import signal
 import sys
 from pathlib import Path
+if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    print(f"driver: SIGINT was {signal.getsignal(signal.SIGINT)} at start", flush=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+if blocked & {signal.SIGINT, signal.SIGTERM}:
+    print(f"driver: {sorted(blocked)} were blocked at start", flush=True)
 from edgefer.edge.ssh import SshOptions, parse_ssh_target, remote_bench
 target = parse_ssh_target(sys.argv[1])
 options = SshOptions(python=sys.argv[3], config_file=Path(sys.argv[4]), remote_tmp=sys.argv[5])

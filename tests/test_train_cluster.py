@@ -109,3 +109,22 @@ def test_error_names_the_chief_that_stopped(monkeypatch):
     assert error.startswith("worker 1 (127.0.0.1:5001): training stopped because worker 0 "
                             "(127.0.0.1:5000) stopped responding (recvmsg:Connection reset "
                             "by peer); run the same command")
+
+
+def test_pool_teardown_error_is_dropped_and_others_still_show(monkeypatch, capsys):
+    import sys
+    from multiprocessing.pool import Pool
+    from types import SimpleNamespace
+
+    from edgefer.train.cluster import quiet_pool_teardown
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    quiet_pool_teardown()
+    pool_error = SimpleNamespace(exc_value=OSError(9, "Bad file descriptor"),
+                                 object=Pool.__del__)
+    other = SimpleNamespace(exc_value=OSError(9, "Bad file descriptor"), object=print)
+    not_os = SimpleNamespace(exc_value=ValueError("x"), object=Pool.__del__)
+    for unraisable in (pool_error, other, not_os):
+        sys.unraisablehook(unraisable)
+    assert seen == [other, not_os]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +115,22 @@ def cluster_from_env() -> Cluster:
         raise ConfigError(f"TF_CONFIG: this task ({task_type} {task_index}) is not in its "
                           f"cluster ({', '.join(f'{j}: {len(a)}' for j, a in jobs)})")
     return Cluster(jobs, task_type, task_index)
+
+
+def quiet_pool_teardown() -> None:
+    """Drop the "Exception ignored in Pool.__del__ ... Bad file descriptor" traceback that
+    can follow edgefer's own error when a worker stops after losing another: TensorFlow's
+    collective all-reduce keeps a multiprocessing ThreadPool, whose ``__del__`` may run at
+    interpreter exit after its pipes are closed. Every other unraisable error still shows."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if (isinstance(unraisable.exc_value, OSError)
+                and getattr(unraisable.object, "__qualname__", "") == "Pool.__del__"):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def failed_tasks(message: str, cluster: Cluster) -> list[str]:

@@ -46,6 +46,7 @@ from edgefer.train.cluster import (
     cluster_error,
     cluster_from_env,
     gather_json,
+    quiet_pool_teardown,
 )
 from edgefer.train.config import ClassWeights, Loss, Optimizer, Schedule, Strategy, TrainConfig
 from edgefer.train.distill import teacher_targets
@@ -145,6 +146,7 @@ def _strategy(kind: Strategy):
         devices = [d.name for d in gpus or _tf.config.list_logical_devices("CPU")]
         return _tf.distribute.MirroredStrategy(devices=devices)
     if kind is Strategy.MULTIWORKER:
+        quiet_pool_teardown()
         return _tf.distribute.MultiWorkerMirroredStrategy()
     return _tf.distribute.get_strategy()
 
