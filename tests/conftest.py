@@ -7,8 +7,10 @@ with a reason when FER2013 is absent.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -16,6 +18,14 @@ import pytest
 from edgefer.labels import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` (not a package) as a module, for its tests."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def synthetic_face(label: int, rng: np.random.Generator) -> np.ndarray:

@@ -4,14 +4,10 @@ and the ratios it writes. The tools themselves do not run here."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from conftest import load_benchmark
 
 from edgefer.bench.results import BenchResult, BenchRun, Context, LatencyStats, Status
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vendor_parity.py"
 
 LITERT_OUTPUT = """\
 2026-12-01 15:10:26 INFO benchmark_litert_model: Num threads:     1
@@ -59,10 +55,7 @@ BENCHMARK_APP_OUTPUT = """\
 
 @pytest.fixture(scope="module")
 def parity():
-    spec = importlib.util.spec_from_file_location("vendor_parity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("vendor_parity")
 
 
 def test_parse_litert_benchmark(parity):
