@@ -42,11 +42,11 @@ def teacher_probabilities(model, inputs: np.ndarray, flip: bool, batch: int = 25
     return np.asarray(probabilities, dtype=np.float32)
 
 
-def teacher_targets(distill: Distill, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The training targets of ``images`` (raw, as loaded) with ``distill.teacher``'s
-    predictions mixed in; the teacher preprocesses them its own way."""
+def teacher_predictions(distill: Distill, images: np.ndarray) -> np.ndarray:
+    """``distill.teacher``'s softened class probabilities for ``images`` (raw, as loaded);
+    the teacher preprocesses them its own way."""
     from edgefer.model.store import load_model
 
     model, _stage, info = load_model(distill.teacher)
     probabilities = teacher_probabilities(model, info.preprocess(images), distill.flip)
-    return mixed_targets(labels, soften(probabilities, distill.temperature), distill.weight)
+    return soften(probabilities, distill.temperature)

@@ -49,7 +49,7 @@ from edgefer.train.cluster import (
     quiet_pool_teardown,
 )
 from edgefer.train.config import ClassWeights, Loss, Optimizer, Schedule, Strategy, TrainConfig
-from edgefer.train.distill import teacher_targets
+from edgefer.train.distill import mixed_targets, teacher_predictions
 from edgefer.train.pipeline import make_dataset
 
 _tf = tf()
@@ -595,9 +595,8 @@ class Trainer:
         if not distill.teacher or self._targets is not None:
             return self._targets
         started = time.perf_counter()
-        self._targets = teacher_targets(distill, self.train.images, self.train.labels)
-        hard = np.eye(NUM_CLASSES, dtype=np.float32)[self.train.labels]
-        teacher = self._targets - (1.0 - distill.weight) * hard  # weight x its probabilities
+        teacher = teacher_predictions(distill, self.train.images)
+        self._targets = mixed_targets(self.train.labels, teacher, distill.weight)
         agree = float(np.mean(teacher.argmax(axis=1) == self.train.labels))
         self.log(f"distillation: {distill.teacher} labelled {len(self.train)} training images "
                  f"in {time.perf_counter() - started:.0f} s (its top class is the label for "
