@@ -34,6 +34,7 @@ class Setup:
     intra_op: int = 0
     model: tuple[tuple[str, object], ...] = ()  # ModelConfig fields other than the default
     jit: bool = False  # XLA-compile the training step (the model and loss, not tf.data)
+    size: int = 0  # scale the augmented batches to this many px ([low_res] epochs); 0: 48
 
 
 # run 8's architecture (models/edgefer-mnv3l-v8.toml)
@@ -46,6 +47,9 @@ CONFIGS = {
     "no-aug b128": Setup(128, "none"),  # the model alone: the ceiling for input-side work
     "fused-aug b128 xla": Setup(128, "fused", jit=True),
     "large-0.75 stem2 head256 b128": Setup(128, "fused", model=LARGE_075),
+    # a [low_res] epoch: the same network (any input size) on batches scaled down
+    "fused-aug b128 32px": Setup(128, "fused", size=32),
+    "fused-aug b128 24px": Setup(128, "fused", size=24),
 }
 
 
@@ -60,10 +64,10 @@ def _keras_layers_augment(keras, augment):
     ])
 
 
-def _dataset(tf, keras, images, labels, batch: int, aug: str):
+def _dataset(tf, keras, images, labels, batch: int, aug: str, size: int = 0):
     from edgefer.preprocess import Preprocess
     from edgefer.train.config import Augment
-    from edgefer.train.pipeline import affine_augment, random_erasing
+    from edgefer.train.pipeline import affine_augment, random_erasing, scaled_to
 
     augment = Augment()
     x = Preprocess()(images)
@@ -77,6 +81,8 @@ def _dataset(tf, keras, images, labels, batch: int, aug: str):
         layers = _keras_layers_augment(keras, augment)
         ds = ds.map(lambda a, b: (random_erasing(layers(a, training=True), augment.erasing), b),
                     num_parallel_calls=tf.data.AUTOTUNE)
+    if size:
+        ds = ds.map(lambda a, b: (scaled_to(a, tf.constant(size)), b))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -94,10 +100,15 @@ def run_child(name: str, data: str, images_n: int, steps: int) -> dict:
 
     split = load_split(data, "train", skip_bad=True).limit(images_n)
     model = build_model(ModelConfig(**dict(setup.model)))
+    if setup.size:
+        from edgefer.model.store import with_any_input_size
+
+        model = with_any_input_size(model)
     model.compile(keras_.optimizers.AdamW(1e-3),
                   keras_.losses.CategoricalCrossentropy(label_smoothing=0.1),
                   jit_compile=setup.jit)
-    ds = _dataset(tf_, keras_, split.images, split.labels, setup.batch, setup.augment)
+    ds = _dataset(tf_, keras_, split.images, split.labels, setup.batch, setup.augment,
+                  setup.size)
     model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # trace and warm up
     wall, cpu = time.perf_counter(), time.process_time()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)

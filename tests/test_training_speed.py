@@ -63,10 +63,11 @@ def test_rotation_and_zoom_keep_the_centre_and_the_range():
 
 
 @pytest.mark.slow
-def test_throughput_benchmark_child_measures_a_configuration(synthetic_fer):
+@pytest.mark.parametrize("config", ["fused-aug b128", "fused-aug b128 32px"])
+def test_throughput_benchmark_child_measures_a_configuration(synthetic_fer, config):
     run = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--child",
-         "fused-aug b128", "--data", str(synthetic_fer), "--images", "64", "--steps", "1"],
+         config, "--data", str(synthetic_fer), "--images", "64", "--steps", "1"],
         capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])

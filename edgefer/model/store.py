@@ -83,6 +83,23 @@ def build_for_stage(config, stage: Stage, prune_kwargs: dict | None = None):
     return model
 
 
+def with_any_input_size(model):
+    """The same functional network, holding the same weights, taking images of any height
+    and width (for training at a lower resolution; edgefer's model files record the
+    architecture's own input size, so a saved model is the fixed-size network again)."""
+    from edgefer._tf import keras
+
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            shape = list(layer["config"]["batch_input_shape"])
+            layer["config"]["batch_input_shape"] = (shape[0], None, None, *shape[3:])
+    custom = {type(layer).__name__: type(layer) for layer in model.layers}
+    any_size = keras().Model.from_config(config, custom_objects=custom)
+    any_size.set_weights(model.get_weights())
+    return any_size
+
+
 def save_model(model, folder: str | os.PathLike, config, stage: Stage, info: ModelInfo,
                extra: dict | None = None) -> Path:
     """Write weights and record to ``folder`` atomically (a temp folder, then rename)."""

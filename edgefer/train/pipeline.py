@@ -79,12 +79,22 @@ def _mixup(images, labels, alpha: float):
     return mixed, lam[:, None] * labels + (1 - lam[:, None]) * _tf.gather(labels, order)
 
 
+def scaled_to(images, size):
+    """``images`` scaled to ``size`` x ``size`` px (antialiased), or as they are where
+    ``size`` is 0; ``size`` may be a variable read as each batch is made."""
+    return _tf.cond(size > 0,
+                    lambda: _tf.image.resize(images, _tf.stack([size, size]), antialias=True),
+                    lambda: images)
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
                  batch_size: int, *, training: bool, augment: Augment = Augment(),
                  seed: int = 0, sample_weights: np.ndarray | None = None,
-                 targets: np.ndarray | None = None):
+                 targets: np.ndarray | None = None, train_size=None):
     """Batches of (model input, one-hot labels[, sample weights]); ``targets``: (N, classes)
-    rows to train towards instead of the one-hot labels (distillation's mixed targets)."""
+    rows to train towards instead of the one-hot labels (distillation's mixed targets);
+    ``train_size``: an int32 variable, the size in px augmented batches are scaled to
+    (0: unchanged; the batches' height and width are then unknown to the graph)."""
     x = preprocess(images)
     y = np.eye(NUM_CLASSES, dtype=np.float32)[labels] if targets is None else targets
     tensors = (x, y) if sample_weights is None else (x, y, sample_weights.astype(np.float32))
@@ -101,6 +111,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
                 images_ = random_erasing(images_, augment.erasing)
             if augment.mixup:
                 images_, labels_ = _mixup(images_, labels_, augment.mixup)
+            if train_size is not None:
+                images_ = scaled_to(images_, train_size)
             return (images_, labels_, *batch[2:])
 
         ds = ds.map(apply, num_parallel_calls=_tf.data.AUTOTUNE)

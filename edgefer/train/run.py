@@ -37,6 +37,7 @@ from edgefer.model.store import (
     float_twin,
     load_model,
     save_model,
+    with_any_input_size,
 )
 from edgefer.outputs import write_text_atomic
 from edgefer.preprocess import ModelInfo, Preprocess
@@ -223,6 +224,39 @@ class Throughput(_keras.callbacks.Callback):
         self.rates.append(rate)
         if logs is not None:
             logs["images_per_s"] = rate
+
+
+class LowResolutionEpochs(_keras.callbacks.Callback):
+    """Sets the size the training batches are scaled to: ``size`` px for the first
+    ``epochs`` epochs, then full size (0).
+
+    Keras makes an epoch's iterator, and starts prefetching from it, before
+    ``on_epoch_begin``; so the size is set when training begins (from the optimizer's step
+    count, which a resumed run has restored by then) and at the end of each epoch.
+    """
+
+    def __init__(self, variable, size: int, epochs: int, steps_per_epoch: int,
+                 log=print) -> None:
+        super().__init__()
+        self.variable, self.size, self.epochs = variable, size, epochs
+        self.steps_per_epoch, self.log = steps_per_epoch, log
+
+    def size_for(self, epoch: int) -> int:
+        return self.size if epoch < self.epochs else 0
+
+    def on_train_begin(self, logs=None):
+        epoch = int(self.model.optimizer.iterations.numpy()) // self.steps_per_epoch
+        self._set(epoch)
+        if self.size_for(epoch):
+            self.log(f"epochs {epoch + 1}-{self.epochs}: training images at {self.size} px")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.size_for(epoch) and not self.size_for(epoch + 1):
+            self.log(f"from epoch {epoch + 2}: training images at full size")
+        self._set(epoch + 1)
+
+    def _set(self, epoch: int) -> None:
+        self.variable.assign(self.size_for(epoch))
 
 
 class WeightAverage(_keras.callbacks.Callback):
@@ -493,8 +527,15 @@ class Trainer:
         epochs_run = 0  # epochs = 0: the float stage is init_from as it is
         self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
         if epochs:
-            history = model.fit(self._train_ds(), validation_data=self._val_ds(),
-                                epochs=epochs, callbacks=self._callbacks(stage, throughput),
+            callbacks = self._callbacks(stage, throughput)
+            train_size = None
+            if self._low_res(stage):
+                train_size = _tf.Variable(0, trainable=False, dtype=_tf.int32)
+                low = self.config.low_res
+                callbacks.insert(1, LowResolutionEpochs(train_size, low.size, low.epochs,
+                                                        steps, log=self.log))
+            history = model.fit(self._train_ds(train_size), validation_data=self._val_ds(),
+                                epochs=epochs, callbacks=callbacks,
                                 verbose=1 if sys.stdout.isatty() else 2)
             epochs_run = len(history.epoch)
         best = self.stage_dir(stage) / _BEST
@@ -543,7 +584,10 @@ class Trainer:
                                  min_weights=self.config.prune_min_weights)
             if stage.quantized:
                 return qat.quantize(model, preserve_sparsity=stage is Stage.PQAT)
-            return model
+            return with_any_input_size(model) if self._low_res(stage) else model
+
+    def _low_res(self, stage: Stage) -> bool:
+        return stage is Stage.FLOAT and bool(self.config.low_res.epochs)
 
     def _callbacks(self, stage: Stage, throughput: Throughput) -> list:
         folder = self.stage_dir(stage)
@@ -580,12 +624,12 @@ class Trainer:
                 monitor="val_accuracy", mode="max", factor=0.3, patience=3))
         return callbacks
 
-    def _train_ds(self):
+    def _train_ds(self, train_size=None):
         weights = class_weights(self.train.labels, self.config.class_weights)
         ds = make_dataset(self.train.images, self.train.labels, self.preprocess,
                           self.config.batch_size, training=True, augment=self.config.augment,
                           seed=self.config.seed, sample_weights=weights[self.train.labels],
-                          targets=self.distill_targets())
+                          targets=self.distill_targets(), train_size=train_size)
         return _by_worker(ds)
 
     def distill_targets(self) -> np.ndarray | None:
