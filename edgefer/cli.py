@@ -194,6 +194,11 @@ def _data_or_default(path: Path | None) -> Path:
               "the mirror image's) become part of every training target.")
 @click.option("--distill-weight", "distill__weight", type=float, default=None,
               help="The teacher's share of each target (default 0.5).")
+@click.option("--low-res", "low_res__size", type=int, default=None, metavar="PX",
+              help="Progressive resizing: train the float stage's first --low-res-epochs "
+              "epochs on images scaled down to PX px (a step at 32 px costs about half).")
+@click.option("--low-res-epochs", "low_res__epochs", type=int, default=None, metavar="N",
+              help="How many of the float stage's epochs train at --low-res px.")
 @click.option("--limit", type=int, default=None, help="Use only N training images (smoke runs).")
 @click.option("--init-from", default=None,
               help="Start the float stage from this edgefer model's weights (continue a run).")

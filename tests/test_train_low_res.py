@@ -120,3 +120,15 @@ def test_a_run_trains_low_res_then_full_size(synthetic_fer, tmp_path):
     assert "from epoch 2: training images at full size" in logs
     model, _, _ = load_model(tmp_path / config.name / "float" / "model")
     assert model.input_shape == (None, 48, 48, 1)  # the saved model is the fixed-size one
+
+
+def test_cli_options_reach_the_config_and_bad_ones_are_clear(tmp_path):
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path), "--low-res", "48",
+                                       "--low-res-epochs", "2"])
+    assert result.exit_code != 0 and "below the model's input size" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not any(tmp_path.iterdir())
