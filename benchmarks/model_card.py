@@ -178,11 +178,14 @@ def write_card(numbers: dict, summary: dict, out: Path) -> None:
         final=final, params=f"{shipped['params']:,}", macs=f"{shipped['macs'] / 1e6:.1f}",
         rows="\n".join(rows), header=" | ".join(CLASS_NAMES),
         sep=" | ".join("---" for _ in CLASS_NAMES), recall=recall, float_recall=float_recall,
-        hours=f"{hours:.2f}", train_images=summary["train_images"],
+        hours=f"{hours:.2f}",
+        unlogged_hours=f"{numbers.get('unlogged_training_seconds', 0.0) / 3600:.2f}",
+        train_images=summary["train_images"],
         val_images=summary["val_images"], test_images=numbers["publictest_images"],
         int8_top1=_pct(shipped["int8"]["top1"]), int8_f1=_pct(shipped["int8"]["macro_f1"]),
         float_top1=_pct(numbers["float"]["keras"]["top1"]),
         gz_ratio=_ratio(numbers, "qat", "pqat"),
+        qat_cost=f"{100 * (numbers['float']['keras']['top1'] - shipped['int8']['top1']):.2f}",
         sparsity=f"{numbers.get('pqat', shipped)['int8_weight_sparsity']:.1%}",
         fer=fer_section(numbers, final))
     (out / "MODEL_CARD.md").write_text(text)
