@@ -108,10 +108,15 @@ def test_architecture_registry_reads_old_and_new_records(tmp_path):
     )
 
     record = json.loads((REPO / "models" / "edgefer-mnv3s" / "model.json").read_text())
-    assert "architecture" not in record  # the shipped model predates the registry
-    assert recorded_architecture(record) == DEFAULT_ARCHITECTURE == "mobilenetv3"
-    config = config_from_record(record, "shipped")
-    assert type(config).__name__ == "ModelConfig" and config.input_size == 48
+    assert record["architecture"] == "mobilenetv3"
+    # a record written before the registry: no architecture, no head option
+    old = {k: v for k, v in record.items() if k != "architecture"}
+    old["model"] = {k: v for k, v in record["model"].items() if k != "head"}
+    for rec in (record, old):
+        assert recorded_architecture(rec) == DEFAULT_ARCHITECTURE == "mobilenetv3"
+        config = config_from_record(rec, "shipped")
+        assert type(config).__name__ == "ModelConfig" and config.input_size == 48
+        assert config.head == -1
     with pytest.raises(ModelError, match="unknown model architecture 'vit'"):
         config_from_record({**record, "architecture": "vit"}, "m")
 
