@@ -527,15 +527,12 @@ class Trainer:
         epochs_run = 0  # epochs = 0: the float stage is init_from as it is
         self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
         if epochs:
-            callbacks = self._callbacks(stage, throughput)
-            train_size = None
-            if self._low_res(stage):
-                train_size = _tf.Variable(0, trainable=False, dtype=_tf.int32)
-                low = self.config.low_res
-                callbacks.insert(1, LowResolutionEpochs(train_size, low.size, low.epochs,
-                                                        steps, log=self.log))
+            # the size low-resolution epochs scale the training batches to (0: full size)
+            train_size = (_tf.Variable(0, trainable=False, dtype=_tf.int32)
+                          if self._low_res(stage) else None)
             history = model.fit(self._train_ds(train_size), validation_data=self._val_ds(),
-                                epochs=epochs, callbacks=callbacks,
+                                epochs=epochs,
+                                callbacks=self._callbacks(stage, throughput, train_size, steps),
                                 verbose=1 if sys.stdout.isatty() else 2)
             epochs_run = len(history.epoch)
         best = self.stage_dir(stage) / _BEST
@@ -589,7 +586,8 @@ class Trainer:
     def _low_res(self, stage: Stage) -> bool:
         return stage is Stage.FLOAT and bool(self.config.low_res.epochs)
 
-    def _callbacks(self, stage: Stage, throughput: Throughput) -> list:
+    def _callbacks(self, stage: Stage, throughput: Throughput, train_size=None,
+                   steps_per_epoch: int = 1) -> list:
         folder = self.stage_dir(stage)
         folder.mkdir(parents=True, exist_ok=True)
         if stage is Stage.PRUNE:
@@ -601,6 +599,10 @@ class Trainer:
                                                     mode="max")
         callbacks = [
             _keras.callbacks.BackupAndRestore(str(folder / "backup")),
+            # after the restore: it reads the restored step count
+            *([LowResolutionEpochs(train_size, self.config.low_res.size,
+                                   self.config.low_res.epochs, steps_per_epoch, log=self.log)]
+              if train_size is not None else []),
             # right after the restore, before anything reads the weights (KeepZeros)
             *([FromChief(self.strategy, stage.value in self.backed_up)] if self.cluster
               else []),
