@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import re
@@ -64,12 +65,23 @@ def run_name(candidate: str) -> str:
 
 
 def candidate_config(base: str, candidate: str, epochs: int, init_from: str, data: str):
+    """The candidate's training config; its run folder is named by the candidate and by
+    every setting that shapes the model, so a finished run is reused only by the same
+    ablation, never by one with another base config, budget or warm start."""
+    from dataclasses import replace
+
     from edgefer.train.config import load_config
 
     overrides = {"name": run_name(candidate), "out": str(OUT), "epochs": epochs,
                  "qat_epochs": 0, "prune": False, "init_from": init_from or None,
                  "data": data or None, **parse_candidate(candidate)}
-    return load_config(base, **overrides)
+    config = load_config(base, **overrides)
+    return replace(config, name=f"{config.name}-{settings_key(config)}")
+
+
+def settings_key(config) -> str:
+    shaping = {k: v for k, v in config.to_dict().items() if k not in ("name", "out", "data")}
+    return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def child(base: str, candidate: str, epochs: int, init_from: str, data: str) -> None:
@@ -94,19 +106,19 @@ def validation_scores(config) -> dict:
             "val_recall": {name: c.recall for name, c in scores.per_class.items()}}
 
 
-def train_candidate(args, candidate: str, epochs: int) -> dict:
-    folder = OUT / run_name(candidate)
+def train_candidate(args, candidate: str, config) -> dict:
+    folder = config.run_dir
     timing_file = folder / "ablation_timing.json"
     if (folder / "float" / "done.json").is_file():
         print(f"{candidate}: done before, read from {folder}", flush=True)
         if timing_file.is_file():
             return json.loads(timing_file.read_text())
         return {"seconds": None, "cpu_seconds": None}
-    print(f"{candidate}: {epochs} epoch(s) -> {folder}", flush=True)
+    print(f"{candidate}: {args.epochs} epoch(s) -> {folder}", flush=True)
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    log = (OUT / f"{run_name(candidate)}.log").open("a")
+    log = folder.with_name(f"{folder.name}.log").open("a")
     command = [sys.executable, __file__, "--child", candidate, "--base", args.base,
-               "--epochs", str(epochs), "--init-from", args.init_from, "--data", args.data]
+               "--epochs", str(args.epochs), "--init-from", args.init_from, "--data", args.data]
     code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if code != 0:
@@ -117,8 +129,8 @@ def train_candidate(args, candidate: str, epochs: int) -> dict:
     return timing
 
 
-def read_run(candidate: str) -> dict:
-    folder = OUT / run_name(candidate) / "float"
+def read_run(config) -> dict:
+    folder = config.run_dir / "float"
     with (folder / "log.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     val = [float(r["val_accuracy"]) for r in rows]
@@ -190,11 +202,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results = {}
     for candidate in args.candidates:
-        timing = train_candidate(args, candidate, args.epochs)
         config = candidate_config(args.base, candidate, args.epochs, args.init_from,
                                   args.data)
+        timing = train_candidate(args, candidate, config)
         results[candidate] = {"changes": parse_candidate(candidate), **timing,
-                              **read_run(candidate), **validation_scores(config)}
+                              **read_run(config), **validation_scores(config)}
         write_outputs(args, results)
 
 

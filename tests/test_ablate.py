@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import load_benchmark
@@ -36,17 +37,35 @@ def test_overrides_reach_the_training_config(ablate):
     assert (config.augment.erasing, config.model.width, config.epochs) == (0, 1.25, 1)
 
 
+def test_a_run_folder_is_reused_only_by_the_same_settings(ablate):
+    """A finished candidate of one ablation must not stand in for the same candidate of
+    another base config, budget or warm start (it once did: a from-scratch baseline was
+    read back as a warm-started one)."""
+    base = str(REPO / "models" / "edgefer-mnv3s-v5.toml")
+    other = str(REPO / "models" / "edgefer-mnv3s-v10.toml")
+    folder = ablate.candidate_config(base, "baseline", 6, "", "").run_dir
+    assert folder == ablate.candidate_config(base, "baseline", 6, "", "/elsewhere").run_dir
+    assert folder.parent == ablate.OUT and folder.name.startswith("ablate-baseline-")
+    assert len({folder,
+                ablate.candidate_config(other, "baseline", 6, "", "").run_dir,
+                ablate.candidate_config(base, "baseline", 9, "", "").run_dir,
+                ablate.candidate_config(base, "baseline", 6, "models/x", "").run_dir}) == 4
+
+
 def test_finished_runs_are_read_not_trained(ablate, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    def config(base, candidate, *_):
+        return SimpleNamespace(run_dir=ablate.OUT / ablate.run_name(candidate))
+
     for candidate, curve in (("baseline", (0.60, 0.61)), ("label_smoothing=0", (0.62, 0.615))):
-        folder = ablate.OUT / ablate.run_name(candidate) / "float"
+        folder = config("x.toml", candidate).run_dir / "float"
         folder.mkdir(parents=True)
         (folder / "done.json").write_text("{}")
         rows = ["epoch,accuracy,images_per_s,loss,val_accuracy,val_loss"]
         rows += [f"{i},0.7,100,1.0,{v},1.2" for i, v in enumerate(curve)]
         (folder / "log.csv").write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(ablate.subprocess, "call", lambda *a, **k: pytest.fail("trained"))
-    monkeypatch.setattr(ablate, "candidate_config", lambda *a: None)
+    monkeypatch.setattr(ablate, "candidate_config", config)
     monkeypatch.setattr(ablate, "validation_scores", lambda config: {"val_macro_f1": 0.5512})
     monkeypatch.setattr(sys, "argv", ["ablate.py", "--base", "x.toml", "--json", "a.json",
                                       "baseline", "label_smoothing=0"])
