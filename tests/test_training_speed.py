@@ -74,6 +74,35 @@ def test_throughput_benchmark_child_measures_a_configuration(synthetic_fer, conf
     assert result["images"] == 128 and result["images_per_s"] > 0 and result["cpu_s"] > 0
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_datasets_run_without_the_autotune_model(training):
+    """tf.data's model-based autotuning made fit wait 45-50 s between epochs here (its
+    optimizer thread is joined when an epoch's iterator is dropped): it stays off."""
+    from edgefer.preprocess import Preprocess
+    from edgefer.train.pipeline import make_dataset
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 48, 48), dtype=np.uint8)
+    ds = make_dataset(images, np.arange(20) % 7, Preprocess(), 8, training=training)
+    assert ds.options().autotune.enabled is False
+    assert [len(batch[0]) for batch in ds] == ([8, 8] if training else [8, 8, 4])
+
+
+@pytest.mark.slow
+def test_epoch_throughput_benchmark_times_both_arms_end_to_end(tmp_path, synthetic_fer):
+    out = tmp_path / "epochs.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "epoch_throughput.py"), "--epochs", "2",
+         "--base", str(REPO / "models" / "edgefer-mnv3s-v10.toml"),
+         "--data", str(synthetic_fer), "--json", str(out)],
+        capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary) == {"autotune-model", "today"}
+    for row in summary.values():
+        assert row["median_epoch_s"] > 0 and len(row["val_accuracy_per_epoch"][0]) == 2
+    assert summary["autotune-model"]["ratio"] == 1.0
+
+
 def _gpu_train(tmp_path: Path, data: Path, env: dict, *extra: str):
     return subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_train.sh"), str(data), *extra],

@@ -116,4 +116,15 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
             return (images_, labels_, *batch[2:])
 
         ds = ds.map(apply, num_parallel_calls=_tf.data.AUTOTUNE)
-    return ds.prefetch(_tf.data.AUTOTUNE)
+    return _without_autotune_model(ds.prefetch(_tf.data.AUTOTUNE))
+
+
+def _without_autotune_model(ds):
+    """Turns off tf.data's model-based autotuning (AUTOTUNE still means the default
+    parallelism and the prefetch buffer that grows when it runs dry). Its optimizer thread
+    waits out an optimization period that grows to tens of seconds, and Keras's fit blocks
+    on it when it drops an epoch's iterator: 45-50 s of an idle CPU between epochs here,
+    a third of every 140 s epoch (docs/training.md, "The pause between epochs")."""
+    options = _tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
