@@ -22,6 +22,7 @@ gives it beside the times.
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import os
@@ -55,13 +56,12 @@ def child(arm: str, base: str, epochs: int, data: str, round_: int, limit: int) 
                          limit=limit or None)
     trainer = run.Trainer(config, log=lambda *a, **k: None)
     trainer.run()
-    rows = (config.run_dir / "float" / "log.csv").read_text().splitlines()[1:]
-    header = (config.run_dir / "float" / "log.csv").read_text().splitlines()[0].split(",")
-    col = {k: header.index(k) for k in ("val_accuracy", "images_per_s")}
+    with (config.run_dir / "float" / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
     print("RESULT " + json.dumps({
         "arm": arm, "epoch_end_times": ends,
-        "val_accuracy": [float(r.split(",")[col["val_accuracy"]]) for r in rows],
-        "images_per_s_in_epoch": [float(r.split(",")[col["images_per_s"]]) for r in rows],
+        "val_accuracy": [float(r["val_accuracy"]) for r in rows],
+        "images_per_s_in_epoch": [float(r["images_per_s"]) for r in rows],
         "train_images": len(trainer.train) // config.batch_size * config.batch_size}),
         flush=True)
 
