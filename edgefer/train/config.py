@@ -109,6 +109,9 @@ class TrainConfig:
     optimizer: Optimizer = Optimizer.ADAMW
     lr: float = 3e-3
     qat_lr: float = 1e-4
+    # AdamW's decoupled decay: each step shrinks a weight by weight_decay x lr, so 5e-4
+    # at lr 2e-3 is 1e-6 per step, next to none; batch-norm scales/offsets and biases
+    # are never decayed
     weight_decay: float = 5e-4
     schedule: Schedule = Schedule.COSINE
     warmup_epochs: int = 1

@@ -184,6 +184,11 @@ def _loss(config: TrainConfig):
     return _keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
 
 
+# batch-norm scales and offsets and biases: decaying them pulls activations to zero
+# and regularises nothing (timm's and torchvision's recipes leave them out as well)
+NOT_DECAYED = (r"/gamma:", r"/beta:", r"/bias:")
+
+
 def _optimizer(config: TrainConfig, lr: float, epochs: int, steps_per_epoch: int):
     if config.schedule is Schedule.COSINE:
         warmup = min(config.warmup_epochs, max(epochs - 1, 0)) * steps_per_epoch
@@ -192,7 +197,9 @@ def _optimizer(config: TrainConfig, lr: float, epochs: int, steps_per_epoch: int
             warmup_target=lr if warmup else None, warmup_steps=warmup)
     if config.optimizer is Optimizer.SGD:
         return _keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    return _keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    optimizer = _keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=list(NOT_DECAYED))
+    return optimizer
 
 
 def build_for_fit(model) -> None:
