@@ -53,6 +53,9 @@ def main() -> None:
                         help="PublicTest images (a fixed random subset); 0: all 3,589.")
     parser.add_argument("--json", type=Path, default=None, help="Append one JSON line each.")
     parser.add_argument("--keep", type=Path, default=None, help="Keep the exports here.")
+    parser.add_argument("--validation", type=Path, default=None, metavar="CONFIG",
+                        help="Score on this training config's validation slice of the "
+                             "training split instead of PublicTest (to choose, not report).")
     parser.add_argument("--latency", action="store_true",
                         help="Then time the exports at batch 1, one thread, interleaved.")
     parser.add_argument("--time", nargs="+", type=Path, default=None,
@@ -70,7 +73,8 @@ def main() -> None:
     from edgefer.runtimes import RuntimeOptions, load_runtime
     from edgefer.shipped import shipped_model
 
-    test = load_split(args.data, "test")
+    test = validation_slice(args.validation, args.data) if args.validation \
+        else load_split(args.data, "test")
     index = np.arange(len(test)) if args.limit <= 0 else \
         np.random.default_rng(0).permutation(len(test))[:args.limit]
     loaded = load_source(args.model or shipped_model(), args.data)
@@ -97,7 +101,9 @@ def main() -> None:
         runtime = load_runtime(path, RuntimeOptions(threads=2), info=info)
         probs = np.concatenate([runtime.predict(x[i:i + 50]) for i in range(0, len(x), 50)])
         parity = check_parity(loaded, chosen, path, info, args.data)
-        row = {"setting": setting, "calib": manifest, "images": len(labels),
+        row = {"setting": setting, "calib": manifest, "model": str(args.model or "shipped"),
+               "scored_on": "validation" if args.validation else "PublicTest",
+               "images": len(labels),
                "top1_fp32": float(np.mean(reference.argmax(1) == labels)),
                "top1_int8": float(np.mean(probs.argmax(1) == labels)),
                "agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
@@ -109,6 +115,14 @@ def main() -> None:
                 handle.write(json.dumps(row) + "\n")
     if args.latency:
         write_rows(interleaved(made, x[:1]), args.json)
+
+
+def validation_slice(config_path: Path, data: Path):
+    """The images a training run with this config held out, the same split it made."""
+    from edgefer.train.config import load_config
+    from edgefer.train.run import train_val_split
+
+    return train_val_split(load_config(config_path, data=str(data)))[1]
 
 
 def write_rows(p50s: dict[str, float], json_path: Path | None) -> None:
