@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default=None, help="Default: the shipped model.")
     parser.add_argument("--limit", type=int, default=0,
-                        help="PublicTest images (a fixed random subset); 0: all 3,589.")
+                        help="Scored images (a fixed random subset); 0: all of PublicTest or "
+                             "of the --validation slice.")
     parser.add_argument("--json", type=Path, default=None, help="Append one JSON line each.")
     parser.add_argument("--keep", type=Path, default=None, help="Keep the exports here.")
     parser.add_argument("--validation", type=Path, default=None, metavar="CONFIG",
