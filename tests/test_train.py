@@ -89,6 +89,19 @@ def test_focal_loss_option():
     assert load_config(None, loss="focal").loss is Loss.FOCAL
 
 
+@pytest.mark.tf
+def test_val_seed_keeps_the_validation_slice_when_the_seed_changes(synthetic_fer):
+    from edgefer.train.run import train_val_split
+
+    def val_ids(**overrides) -> list[str]:
+        return list(train_val_split(load_config(None, data=str(synthetic_fer),
+                                                val_fraction=0.3, **overrides))[1].ids)
+
+    reference = val_ids(seed=0)
+    assert val_ids(seed=1, val_seed=0) == reference
+    assert val_ids(seed=1) != reference
+
+
 # Every stage on tiny synthetic data, then a resume that only reports: tested with
 # tests/test_training_speed.py's run of benchmarks/gpu_train.sh, which trains the same
 # stages (once for both tests).

@@ -126,6 +126,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     early_stopping: int = 8
     seed: int = 0
+    # the validation slice's seed (None: seed), so runs that differ only in seed are
+    # selected and compared on the same images
+    val_seed: int | None = None
     limit: int | None = None
     init_from: str = ""
     strategy: Strategy = Strategy.DEFAULT

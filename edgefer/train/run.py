@@ -81,7 +81,8 @@ def train_val_split(config: TrainConfig, full: FerSplit | None = None
     if full is None:
         full = load_split(config.data_path(), "train", skip_bad=True)
     data = _without_blanks(full).limit(config.limit)
-    return split_train_val(data, config.val_fraction, config.seed)
+    val_seed = config.seed if config.val_seed is None else config.val_seed
+    return split_train_val(data, config.val_fraction, val_seed)
 
 
 def _without_blanks(split: FerSplit) -> FerSplit:
