@@ -137,6 +137,9 @@ def test_gpu_train_script_trains_every_stage_on_the_cpu_with_tiny_settings(tmp_p
     for stage in ("float", "qat", "prune", "pqat"):
         assert (run_dir / stage / "done.json").is_file()
         assert (run_dir / stage / "log.csv").read_text().count("\n") >= 2
+        done = json.loads((run_dir / stage / "done.json").read_text())
+        assert done["val_accuracy"] == max(done["val_accuracy_trained_bn"],
+                                           done["val_accuracy_recomputed_bn"])
     assert summary["final_stage"] in ("qat", "pqat")
     # the same settings in-process: the Trainer finds every stage done and only reports
     config = load_config(REPO / "models" / "edgefer-mnv3s-gpu.toml", data=str(synthetic_fer),

@@ -120,6 +120,10 @@ class TrainConfig:
     # exponential moving average of the weights with this momentum (0: off; 0.998
     # remembers about 500 steps)
     ema: float = 0.0
+    # at each stage's end, recompute the batch-norm statistics for the final (averaged)
+    # weights over the clean training images, kept when validation is no worse
+    # (edgefer/train/batchnorm.py)
+    recompute_bn: bool = False
     loss: Loss = Loss.CROSSENTROPY
     focal_gamma: float = 2.0
     class_weights: ClassWeights = ClassWeights.SQRT
@@ -160,6 +164,9 @@ class TrainConfig:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         self._check_low_res()
+        if self.recompute_bn and self.strategy is not Strategy.DEFAULT:
+            raise ConfigError("recompute_bn runs with the default strategy only: train "
+                              "without --strategy, or set recompute_bn = false")
         if self.distill.teacher and self.strategy is Strategy.MULTIWORKER:
             raise ConfigError("distillation (a [distill] teacher) does not run with "
                               "--strategy multiworker yet: train with one worker")

@@ -41,6 +41,7 @@ from edgefer.model.store import (
 )
 from edgefer.outputs import write_text_atomic
 from edgefer.preprocess import ModelInfo, Preprocess
+from edgefer.train.batchnorm import recompute_if_better
 from edgefer.train.cluster import (
     Cluster,
     broadcast_from_chief,
@@ -549,19 +550,40 @@ class Trainer:
                 model.load_weights(str(best))
             if self.cluster:
                 broadcast_from_chief(self.strategy, model.weights)
-        _, val_acc = model.evaluate(self._val_ds(), verbose=0)
+        val_acc = self._val_accuracy(model)
+        recomputed = {}
+        if self.config.recompute_bn:
+            val_acc, recomputed = self._recompute_bn(stage, model, val_acc)
         if stage is Stage.PRUNE:
             model = qat.strip_pruning(model)
         save_model(model, self.stage_dir(stage) / "model", self.config.model,
                    Stage.FLOAT if stage is Stage.PRUNE else stage, self._info(stage))
         result = {"stage": stage.value, "val_accuracy": float(val_acc),
                   "epochs_run": epochs_run, "seconds": time.perf_counter() - started,
+                  **recomputed,
                   "images_per_s": float(np.median(throughput.rates)) if throughput.rates else 0.0}
         write_text_atomic(done, json.dumps(result, indent=1) + "\n")
         self.log(f"stage {stage.value}: validation accuracy {val_acc:.4f}")
         if self.cluster:
             self._check_same_weights(stage, model)
         return result
+
+    def _val_accuracy(self, model) -> float:
+        return float(model.evaluate(self._val_ds(), verbose=0)[1])
+
+    def _recompute_bn(self, stage: Stage, model, before: float) -> tuple[float, dict]:
+        """The stage's final weights with batch-norm statistics of their own, when that
+        is no worse on validation; returns the validation accuracy and done.json's record."""
+        started = time.perf_counter()
+        after, kept = recompute_if_better(model, self.preprocess(self.train.images),
+                                          lambda: self._val_accuracy(model), before)
+        self.log(f"stage {stage.value}: batch-norm statistics recomputed on "
+                 f"{len(self.train)} training images in {time.perf_counter() - started:.0f} s:"
+                 f" validation {before:.4f} -> {after:.4f}, "
+                 + ("kept" if kept else "the trained ones kept"))
+        return (after if kept else before), {"val_accuracy_trained_bn": before,
+                                             "val_accuracy_recomputed_bn": after,
+                                             "recomputed_bn": kept}
 
     def _check_same_weights(self, stage: Stage, model) -> None:
         """Every worker must end a stage holding the model the chief saved."""
