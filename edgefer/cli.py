@@ -189,9 +189,10 @@ def _data_or_default(path: Path | None) -> Path:
 @click.option("--width", "model__width", type=float, default=None, help="Width multiplier.")
 @click.option("--input-size", "model__input_size", type=int, default=None)
 @click.option("--mixup", "augment__mixup", type=float, default=None, help="Mixup alpha (0: off).")
-@click.option("--distill-from", "distill__teacher", default=None, metavar="MODEL",
+@click.option("--distill-from", "distill__teacher", multiple=True, metavar="MODEL",
               help="Distil from this trained edgefer model: its predictions (averaged with "
-              "the mirror image's) become part of every training target.")
+              "the mirror image's) become part of every training target. Repeat it to "
+              "distil from an ensemble (the models' predictions averaged).")
 @click.option("--distill-weight", "distill__weight", type=float, default=None,
               help="The teacher's share of each target (default 0.5).")
 @click.option("--low-res", "low_res__size", type=int, default=None, metavar="PX",
@@ -225,12 +226,13 @@ def train(config_path: Path | None, data_path: str | None, workers: str | None,
     from edgefer.train.run import Trainer
 
     options = {key.replace("__", "."): value for key, value in options.items()}
+    options["distill.teacher"] = options["distill.teacher"] or None  # not given: the config's
     if workers is not None or worker_index is not None:
         options["strategy"] = use_workers(workers, worker_index, options["strategy"])
     config = load_config(config_path, data=data_path, **options)
     check_writable(config.run_dir, folder=True,
                    inputs=[config_path, config.data or None, config.init_from or None,
-                           config.distill.teacher or None])
+                           *config.distill.teachers])
     summary = Trainer(config, log=click.echo).run()
     if summary is not None:  # None on the workers that are not the chief
         click.echo(json.dumps(summary["publictest_accuracy_keras"]))

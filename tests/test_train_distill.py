@@ -43,7 +43,21 @@ def test_distill_section_and_options(tmp_path):
     assert load_config(None).distill.teacher == ""
 
 
+def test_several_teachers_are_an_ensemble(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('[distill]\nteacher = ["models/a", "models/b"]\n')
+    config = load_config(toml)
+    assert config.distill.teachers == ("models/a", "models/b")
+    assert config.to_dict()["distill"]["teacher"] == ("models/a", "models/b")
+    # one teacher in a list (or from a repeated --distill-from given once) stays a string
+    assert load_config(None, **{"distill.teacher": ("models/a",)}).distill.teacher == "models/a"
+    assert Distill(teacher="models/a").teachers == ("models/a",)
+    assert Distill().teachers == () and Distill(teacher=[]).teacher == ""
+
+
 @pytest.mark.parametrize("overrides, message", [
+    ({"distill.teacher": ["m", ""]}, "an empty folder name"),
+    ({"distill.teacher": 3}, "a model folder or a list of them"),
     ({"distill.weight": 0.0}, "distill weight must be in"),
     ({"distill.weight": 1.5}, "distill weight must be in"),
     ({"distill.temperature": 0.0}, "temperature must be above 0"),
@@ -98,6 +112,19 @@ def test_a_run_trains_towards_the_teachers_targets(synthetic_fer, tiny_model_dir
     assert any(line.startswith("distillation:") for line in logs)
 
 
+@pytest.mark.tf
+def test_an_ensembles_prediction_is_its_teachers_average(synthetic_fer, tiny_model_dirs):
+    from edgefer.data import load_split
+    from edgefer.train.distill import teacher_predictions
+
+    images = load_split(synthetic_fer, "train").images[:12]
+    one, other = (str(tiny_model_dirs[stage]) for stage in ("float", "qat"))
+    each = [teacher_predictions(Distill(teacher=folder), images) for folder in (one, other)]
+    assert not np.allclose(each[0], each[1])
+    np.testing.assert_allclose(teacher_predictions(Distill(teacher=[one, other]), images),
+                               (each[0] + each[1]) / 2, atol=1e-6)
+
+
 def test_a_missing_teacher_fails_before_training(synthetic_fer, tmp_path):
     from edgefer.train.run import Trainer
 
@@ -105,3 +132,17 @@ def test_a_missing_teacher_fails_before_training(synthetic_fer, tmp_path):
                          **{"distill.teacher": str(tmp_path / "nothing")})
     with pytest.raises(ModelError):
         Trainer(config, log=lambda *_: None)
+
+
+@pytest.mark.tf
+def test_cli_takes_several_teachers(synthetic_fer, tiny_model_dirs, tmp_path):
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    missing = tmp_path / "no-such-teacher"
+    result = CliRunner().invoke(main, [
+        "train", "--data", str(synthetic_fer), "--out", str(tmp_path / "runs"),
+        "--distill-from", str(tiny_model_dirs["float"]), "--distill-from", str(missing)])
+    assert result.exit_code != 0
+    assert str(missing) in result.output and "Traceback" not in result.output

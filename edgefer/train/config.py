@@ -54,19 +54,37 @@ class Augment:
 @dataclass(frozen=True)
 class Distill:
     """Knowledge distillation: a trained model's predictions as part of every training
-    target, ``(1 - weight) * one-hot label + weight * teacher probabilities``."""
+    target, ``(1 - weight) * one-hot label + weight * teacher probabilities``. Several
+    teachers (a list of folders) are an ensemble: their probabilities are averaged."""
 
-    teacher: str = ""  # an edgefer model folder; empty: no distillation
+    # an edgefer model folder, or a list of them; empty: no distillation
+    teacher: str | tuple[str, ...] = ""
     weight: float = 0.5  # the teacher's share of each target
     temperature: float = 1.0  # above 1 softens the teacher's probabilities
     flip: bool = True  # the teacher's prediction averaged with its mirror image's
 
     def __post_init__(self) -> None:
+        if isinstance(self.teacher, (list, tuple)):
+            folders = tuple(str(folder) for folder in self.teacher)
+            # one teacher stays a plain string, as configs have always recorded it
+            object.__setattr__(self, "teacher", folders[0] if len(folders) == 1
+                               else folders or "")
+        elif not isinstance(self.teacher, str):
+            raise ConfigError(f"distill teacher must be a model folder or a list of them, "
+                              f"got {self.teacher!r}")
+        if isinstance(self.teacher, tuple) and not all(self.teacher):
+            raise ConfigError("distill teacher: an empty folder name in the list")
         if not 0.0 < self.weight <= 1.0:
             raise ConfigError(f"distill weight must be in (0, 1], got {self.weight}")
         if not self.temperature > 0.0:
             raise ConfigError(f"distill temperature must be above 0, got {self.temperature}")
 
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teacher folders, () without distillation."""
+        if isinstance(self.teacher, tuple):
+            return self.teacher
+        return (self.teacher,) if self.teacher else ()
 
 @dataclass(frozen=True)
 class LowRes:

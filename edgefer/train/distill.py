@@ -1,4 +1,5 @@
-"""Knowledge distillation: a trained model's predictions as part of the training targets.
+"""Knowledge distillation: a trained model's (or an ensemble's) predictions as part of the
+training targets.
 
 The teacher predicts each training image once, before training, on the clean image (and
 its mirror image, averaged), and the dataset then carries the mixed target with the image
@@ -43,10 +44,12 @@ def teacher_probabilities(model, inputs: np.ndarray, flip: bool, batch: int = 25
 
 
 def teacher_predictions(distill: Distill, images: np.ndarray) -> np.ndarray:
-    """``distill.teacher``'s softened class probabilities for ``images`` (raw, as loaded);
-    the teacher preprocesses them its own way."""
+    """The teachers' softened class probabilities for ``images`` (raw, as loaded), averaged
+    over the teachers; each teacher preprocesses them its own way."""
     from edgefer.model.store import load_model
 
-    model, _stage, info = load_model(distill.teacher)
-    probabilities = teacher_probabilities(model, info.preprocess(images), distill.flip)
-    return soften(probabilities, distill.temperature)
+    total = np.zeros((len(images), NUM_CLASSES), dtype=np.float32)
+    for folder in distill.teachers:
+        model, _stage, info = load_model(folder)
+        total += teacher_probabilities(model, info.preprocess(images), distill.flip)
+    return soften(total / len(distill.teachers), distill.temperature)

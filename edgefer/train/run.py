@@ -374,8 +374,8 @@ class Trainer:
         self.chief = self.cluster is None or self.cluster.is_chief
         self.done: set[str] | None = None  # multi-worker: the stages the chief had done
         self.backed_up: set[str] = set()  # multi-worker: the chief's stages in progress
-        if config.distill.teacher:  # a wrong teacher fails now, not after the data loads
-            check_record(config.distill.teacher)
+        for teacher in config.distill.teachers:  # a wrong one fails now, not after loading
+            check_record(teacher)
         self.strategy = _strategy(config.strategy)
         _keras.utils.set_random_seed(config.seed)
         data_path = config.data_path()
@@ -674,7 +674,8 @@ class Trainer:
         teacher = teacher_predictions(distill, self.train.images)
         self._targets = mixed_targets(self.train.labels, teacher, distill.weight)
         agree = float(np.mean(teacher.argmax(axis=1) == self.train.labels))
-        self.log(f"distillation: {distill.teacher} labelled {len(self.train)} training images "
+        self.log(f"distillation: {', '.join(distill.teachers)} labelled {len(self.train)} "
+                 f"training images "
                  f"in {time.perf_counter() - started:.0f} s (its top class is the label for "
                  f"{agree:.1%})")
         return self._targets
