@@ -398,7 +398,9 @@ def shipped_exports(tmp_path_factory, real_fer2013) -> dict[tuple[str, str], Pat
 
     out = tmp_path_factory.mktemp("shipped-exports")
     ways = [("tflite", "fp32", {}), ("onnx", "fp32", {}), ("onnx", "int8", {}),
-            ("tflite", "int8", {"int8_source": "calibrate"})]
+            # calibrating a QAT model's float twin loses to its own ranges (its card), so
+            # the x86 parity gate is off: these tests compare arm64 with x86, not with Keras
+            ("tflite", "int8", {"int8_source": "calibrate", "min_agreement": 0.0})]
     ways += [(target, "fp32", {}) for target in ("ncnn", "mnn") if engine_installed(target)]
     loaded = load_source(shipped_model(), real_fer2013, CALIBRATION)
     found = {}
