@@ -40,16 +40,19 @@ def main() -> None:
         p = model.predict(x, batch_size=256, verbose=0)
         mirrored = model.predict(x[:, :, ::-1], batch_size=256, verbose=0)
         fit = model.predict(info.preprocess(train.images[sample]), batch_size=256, verbose=0)
-        probabilities[path.name] = p
-        out[path.name] = {"val_top1": _top1(p, val.labels),
-                          "val_top1_flip_average": _top1(p + mirrored, val.labels),
-                          "train_top1_clean": _top1(fit, train.labels[sample])}
-        print(path.name, json.dumps(out[path.name]))
+        name = str(path)  # not path.name: run folders all end in .../model
+        probabilities[name] = (p, p + mirrored)
+        out[name] = {"val_top1": _top1(p, val.labels),
+                     "val_top1_flip_average": _top1(p + mirrored, val.labels),
+                     "train_top1_clean": _top1(fit, train.labels[sample])}
+        print(name, json.dumps(out[name]))
     for size in range(2, len(probabilities) + 1):
         for names in itertools.combinations(probabilities, size):
-            top1 = _top1(sum(probabilities[n] for n in names), val.labels)
-            out[" + ".join(names)] = {"val_top1": top1}
-            print(" + ".join(names), f"ensemble val_top1 {top1:.4f}")
+            plain, flipped = (sum(probabilities[n][i] for n in names) for i in (0, 1))
+            entry = {"val_top1": _top1(plain, val.labels),
+                     "val_top1_flip_average": _top1(flipped, val.labels)}
+            out[" + ".join(names)] = entry
+            print(" + ".join(names), "ensemble", json.dumps(entry))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 
