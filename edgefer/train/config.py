@@ -86,6 +86,7 @@ class Distill:
             return self.teacher
         return (self.teacher,) if self.teacher else ()
 
+
 @dataclass(frozen=True)
 class LowRes:
     """Progressive resizing: the float stage's first ``epochs`` epochs train on images

@@ -675,9 +675,8 @@ class Trainer:
         self._targets = mixed_targets(self.train.labels, teacher, distill.weight)
         agree = float(np.mean(teacher.argmax(axis=1) == self.train.labels))
         self.log(f"distillation: {', '.join(distill.teachers)} labelled {len(self.train)} "
-                 f"training images "
-                 f"in {time.perf_counter() - started:.0f} s (its top class is the label for "
-                 f"{agree:.1%})")
+                 f"training images in {time.perf_counter() - started:.0f} s (its top class "
+                 f"is the label for {agree:.1%})")
         return self._targets
 
     def _val_ds(self):
