@@ -200,6 +200,35 @@ def test_divergence_names_the_model_and_output(tmp_path):
     assert "m.onnx output 'probabilities'" in off.describe() and "DIVERGES" in off.describe()
 
 
+def test_int8_output_allows_two_steps(tmp_path):
+    # ONNX Runtime's integer kernels round differently on arm64 and x86 (docs/edge.md)
+    model = _dequantized_onnx(tmp_path / "q.onnx", step=0.02)
+    x86 = Outputs(np.array([[0.60, 0.40], [0.20, 0.80]], np.float32), "x86")
+    nudge = np.array([[1.0, -1.0], [0.0, 0.0]], np.float32)
+    near = compare(model, Outputs(x86.probabilities + 0.03 * nudge, "arm"), x86)
+    assert near.tolerance == pytest.approx(0.04) and near.ok
+    far = compare(model, Outputs(x86.probabilities + 0.05 * nudge, "arm"), x86)
+    assert not far.ok and far.same_labels == 2
+
+
+def _dequantized_onnx(path: Path, step: float) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [step])
+    zero = helper.make_tensor("zero", TensorProto.INT8, [], [0])
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["input", "scale", "zero"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["quant_probabilities"])],
+        "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("quant_probabilities", TensorProto.FLOAT, ["n", 2])],
+        initializer=[scale, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def _float_onnx(path: Path, metadata: dict[str, str] | None = None) -> Path:
     import onnx
     from onnx import TensorProto, helper

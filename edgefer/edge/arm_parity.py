@@ -24,6 +24,11 @@ from edgefer.errors import ConfigError, EmulationError, ModelError
 # fp32/fp16 outputs: float kernels of two instruction sets (NEON, AVX) may round a sum
 # differently, never by more than this on a softmax output
 FLOAT_TOLERANCE = 1e-4
+# int8 outputs: each engine requantizes hidden layers with its own rounding per instruction
+# set (ONNX Runtime's integer kernels differ between x86 and arm64), and one step of
+# difference in a hidden layer can reach the output as more than one output step
+# (measured: 1.51 steps on 1 of 64 faces for run 19's ONNX INT8, every label the same)
+INT8_OUTPUT_STEPS = 2
 # the formats the emulated Pi runs (its rootfs has LiteRT, ONNX Runtime, ncnn and MNN)
 ARM_FORMATS = ("tflite", "onnx", "ncnn", "mnn")
 
@@ -46,7 +51,7 @@ class Parity:
     same_labels: int
     max_diff: float  # largest |p_arm64 - p_x86| over every face and class
     worst_face: int
-    tolerance: float  # one output step (int8 outputs), FLOAT_TOLERANCE for float ones
+    tolerance: float  # INT8_OUTPUT_STEPS output steps (int8), FLOAT_TOLERANCE (float)
     ran_on_arm: str
     ran_on_x86: str
 
@@ -124,7 +129,8 @@ def output_step(model: Path) -> tuple[str, float]:
 
 
 def compare(model: Path, arm: Outputs, x86: Outputs) -> Parity:
-    output, tolerance = output_step(model)
+    output, step = output_step(model)
+    tolerance = step if step == FLOAT_TOLERANCE else INT8_OUTPUT_STEPS * step
     diff = np.abs(arm.probabilities - x86.probabilities)
     worst = int(np.unravel_index(int(diff.argmax()), diff.shape)[0]) if diff.size else 0
     same = int((arm.probabilities.argmax(1) == x86.probabilities.argmax(1)).sum())
