@@ -105,7 +105,8 @@ def main() -> None:
     for stage in ("prune", "pqat"):
         if stage not in numbers and stage in earlier:
             # its pruning ratio is against the QAT model of the same (earlier) float model
-            numbers[stage] = {**earlier[stage], "from_earlier_run": True,
+            # the earlier card's folder names the run (logs/run19/card_numbers.json)
+            numbers[stage] = {**earlier[stage], "from_earlier_run": args.earlier_card.parent.name,
                               "dense_gzip_bytes": earlier["qat"]["int8_gzip_bytes"]}
     summary = json.loads((args.run / "summary.json").read_text())
     logs = [d / "log.csv" for d in args.run.iterdir() if (d / "log.csv").is_file()]
@@ -163,8 +164,8 @@ def write_card(numbers: dict, summary: dict, out: Path) -> None:
             continue
         e = numbers[stage]
         int8_from = "QAT" if stage in ("qat", "pqat") else "post-training (500-image manifest)"
-        if e.get("from_earlier_run"):
-            label += " (phase 1)"
+        if earlier_run := e.get("from_earlier_run"):
+            label += f" ({earlier_run})" if isinstance(earlier_run, str) else " (phase 1)"
         rows.append(f"| {label} | {_pct(e['keras']['top1'])} | {_pct(e['keras']['macro_f1'])} | "
                     f"{_pct(e['int8']['top1'])} | {_pct(e['int8']['macro_f1'])} | {int8_from} | "
                     f"{e['int8_bytes'] / 1e6:.2f} MB | {e['int8_gzip_bytes'] / 1e6:.2f} MB | "
