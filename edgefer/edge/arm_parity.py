@@ -84,10 +84,11 @@ def predict_outputs(models: Sequence[Path], faces: np.ndarray) -> list[Outputs]:
     return found
 
 
-def output_step(model: Path) -> tuple[str, float]:
-    """(output name, the tolerance for it): one quantization step of an integer output (a
-    TFLite int8 output, or an ONNX output made by DequantizeLinear); for a float softmax of
-    dequantized logits, what one step in every logit can move it; else FLOAT_TOLERANCE."""
+def output_tolerance(model: Path) -> tuple[str, float]:
+    """(output name, the tolerance for it): INT8_OUTPUT_STEPS quantization steps of an
+    integer output (a TFLite int8 output, or an ONNX output made by DequantizeLinear); for a
+    float softmax of dequantized logits, what that many steps in every logit can move it;
+    else FLOAT_TOLERANCE."""
     from edgefer.formats import format_of
 
     kind = format_of(model).name
@@ -101,7 +102,7 @@ def output_step(model: Path) -> tuple[str, float]:
         interp = interpreter_module()[0].Interpreter(model_path=str(model))
         detail = interp.get_output_details()[0]
         scale = float(detail["quantization"][0])
-        return detail["name"], scale if scale > 0 else FLOAT_TOLERANCE
+        return detail["name"], INT8_OUTPUT_STEPS * scale if scale > 0 else FLOAT_TOLERANCE
     import onnx
     from onnx import numpy_helper
 
@@ -118,19 +119,18 @@ def output_step(model: Path) -> tuple[str, float]:
 
     step = dequantize_step(name)
     if step is not None:
-        return name, step
+        return name, INT8_OUTPUT_STEPS * step
     producer = producers.get(name)
     if producer is not None and producer.op_type == "Softmax":
         step = dequantize_step(producer.input[0])
         if step is not None:
             # |dp_i| <= 2 s p_i (1 - p_i) <= s / 2 when every logit moves by at most s
-            return name, step / 2
+            return name, INT8_OUTPUT_STEPS * step / 2
     return name, FLOAT_TOLERANCE
 
 
 def compare(model: Path, arm: Outputs, x86: Outputs) -> Parity:
-    output, step = output_step(model)
-    tolerance = step if step == FLOAT_TOLERANCE else INT8_OUTPUT_STEPS * step
+    output, tolerance = output_tolerance(model)
     diff = np.abs(arm.probabilities - x86.probabilities)
     worst = int(np.unravel_index(int(diff.argmax()), diff.shape)[0]) if diff.size else 0
     same = int((arm.probabilities.argmax(1) == x86.probabilities.argmax(1)).sum())
